@@ -1,0 +1,3 @@
+from marketdata.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""gRPC errors with google.rpc details: INVALID_ARGUMENT carries a BadRequest naming every bad field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+@dataclass
+class FieldViolations:
+    """Collects field violations; `abort_if_any` turns them into one INVALID_ARGUMENT."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, field_path: str, description: str) -> None:
+        self.items.append((field_path, description))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def status(self, summary: str | None = None) -> status_pb2.Status:
+        return invalid_argument_status(self.items, summary)
+
+    async def abort_if_any(self, context: grpc.aio.ServicerContext, summary: str | None = None) -> None:
+        if self.items:
+            await context.abort_with_status(rpc_status.to_status(self.status(summary)))
+
+
+def invalid_argument_status(violations: list[tuple[str, str]], summary: str | None = None) -> status_pb2.Status:
+    bad_request = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=path, description=description)
+        for path, description in violations
+    ])
+    detail = any_pb2.Any()
+    detail.Pack(bad_request)
+    if summary is None:
+        shown = "; ".join(f"{path}: {description}" for path, description in violations[:5])
+        more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
+        summary = f"invalid argument: {shown}{more}"
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=summary, details=[detail])
+
+
+async def abort_invalid(context: grpc.aio.ServicerContext, field_path: str, description: str) -> None:
+    """Aborts the call with INVALID_ARGUMENT for a single field."""
+    await context.abort_with_status(rpc_status.to_status(invalid_argument_status([(field_path, description)])))
+
+
+def field_violations_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[tuple[str, str]]:
+    """Reads the BadRequest field violations out of a client-side error (used by the edge and the tests)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    violations: list[tuple[str, str]] = []
+    if status is None:
+        return violations
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend((v.field, v.description) for v in bad_request.field_violations)
+    return violations

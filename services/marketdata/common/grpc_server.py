@@ -1,0 +1,136 @@
+"""The one gRPC server bootstrap: health per dependency, reflection, metrics, graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from marketdata.common.config import Settings
+from marketdata.common.metrics import MetricsInterceptor, serve_metrics
+
+log = logging.getLogger(__name__)
+
+DependencyCheck = Callable[[], Awaitable[bool]]
+HEALTH_CHECK_INTERVAL_SECONDS = 1.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class PortInUseError(SystemExit):
+    pass
+
+
+class GrpcServiceHost:
+    """Hosts one or more gRPC services in a grpc.aio server.
+
+    Health: SERVING for "" and every registered service only while every dependency check passes.
+    Shutdown (SIGTERM/SIGINT): health NOT_SERVING, `stopping` set (long streams end), no new calls,
+    in-flight calls drained for up to the grace period, then the cleanups run in reverse order.
+    """
+
+    def __init__(self, *, settings: Settings, port: int, port_setting: str,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+        self.settings = settings
+        self.port = port
+        self.port_setting = port_setting
+        self.server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(), *interceptors],
+            options=[
+                # Without this a second server could silently share the port.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        self.health = health_aio.HealthServicer()
+        self.stopping = asyncio.Event()
+        self._service_names: list[str] = []
+        self._dependencies: dict[str, DependencyCheck] = {}
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._serving: bool | None = None
+
+    def add_service(self, full_name: str) -> None:
+        """Declares a service already added to `self.server` (for health and reflection)."""
+        self._service_names.append(full_name)
+
+    def add_dependency(self, name: str, check: DependencyCheck) -> None:
+        self._dependencies[name] = check
+
+    def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        self._cleanups.append(cleanup)
+
+    def add_background(self, coroutine: Awaitable[None], name: str) -> None:
+        """Runs a task for the life of the server; it is cancelled at shutdown after the drain."""
+        self._tasks.append(asyncio.create_task(coroutine, name=name))  # type: ignore[arg-type]
+
+    async def dependency_status(self) -> dict[str, bool]:
+        names = list(self._dependencies)
+        results = await asyncio.gather(*(self._dependencies[n]() for n in names), return_exceptions=True)
+        return {name: result is True for name, result in zip(names, results)}
+
+    async def _set_all(self, status: int) -> None:
+        for name in ["", *self._service_names]:
+            await self.health.set(name, status)
+
+    async def _watch_dependencies(self) -> None:
+        while not self.stopping.is_set():
+            status = await self.dependency_status()
+            serving = all(status.values())
+            if serving != self._serving:
+                log.info("health %s", "SERVING" if serving else "NOT_SERVING", extra={"dependencies": status})
+                self._serving = serving
+                await self._set_all(SERVING if serving else NOT_SERVING)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), HEALTH_CHECK_INTERVAL_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )
+        address = f"{self.settings.bind_host}:{self.port}"
+        try:
+            self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PortInUseError(
+                f"cannot listen on {address}: port {self.port} is already in use or not allowed "
+                f"(set {self.port_setting} to another port)") from exc
+        await self._set_all(NOT_SERVING)
+        serve_metrics(self.settings.metrics_port, self.settings.bind_host)
+        await self.server.start()
+        log.info("listening", extra={"address": address, "services": self._service_names,
+                                     "metrics_port": self.settings.metrics_port})
+        watcher = asyncio.create_task(self._watch_dependencies(), name="health-watch")
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.stopping.wait()
+
+        log.info("shutting down", extra={"grace_seconds": self.settings.shutdown_grace_seconds})
+        await self.health.enter_graceful_shutdown()
+        await watcher
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for cleanup in reversed(self._cleanups):
+            try:
+                await cleanup()
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                log.exception("cleanup failed")
+        log.info("stopped")

@@ -1,0 +1,74 @@
+"""Prometheus metrics: an HTTP endpoint per process and a gRPC interceptor that times every call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram, start_http_server
+
+GRPC_HANDLED = Counter("grpc_server_handled_total", "gRPC calls completed", ["grpc_service", "grpc_method", "grpc_code"])
+GRPC_LATENCY = Histogram(
+    "grpc_server_handling_seconds", "gRPC call duration (unary calls)", ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def serve_metrics(port: int | None, host: str) -> None:
+    """Serves /metrics (any path answers with the metrics) on a background thread; no-op without a port."""
+    if port:
+        start_http_server(port, addr=host)
+
+
+def _split(method: str) -> tuple[str, str]:
+    _, service, name = method.split("/", 2)
+    return service, name
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every call by code and times unary ones."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc."):
+            return handler
+        service, name = _split(handler_call_details.method)
+
+        def finish(context: grpc.aio.ServicerContext, started: float, timed: bool) -> None:
+            code = context.code() if hasattr(context, "code") else None
+            code_name = (code.name if isinstance(code, grpc.StatusCode) else "OK") if code else "OK"
+            GRPC_HANDLED.labels(service, name, code_name).inc()
+            if timed:
+                GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await inner(request, context)
+                finally:
+                    finish(context, started, True)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await inner_su(request_iterator, context)
+                finally:
+                    finish(context, started, True)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer)
+        return handler

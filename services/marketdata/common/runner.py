@@ -1,0 +1,24 @@
+"""Entry point shared by every process: settings, logging, asyncio, and an exit code that says what went wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from marketdata.common.config import Settings, SettingsError, load_settings
+from marketdata.common.logging import configure_logging
+
+
+def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"marketdata {name}: configuration error: {exc}")
+    configure_logging(name, settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as exc:
+        sys.exit(f"marketdata {name}: configuration error: {exc}")
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,1 @@
+"""Versioned SQL migrations from migrations/: recorded, checksummed, one transaction each, safe to run concurrently."""
