@@ -48,7 +48,7 @@ CREATE INDEX ticks_raw_received_at_brin ON ticks_raw USING brin (received_at);
 -- Deduplicated ticks: one row per (symbol, trade_id). Exact numerics so sums never drift.
 CREATE TABLE ticks_history (
     symbol      text NOT NULL,
-    trade_id    text NOT NULL,
+    trade_id    text COLLATE "C" NOT NULL,
     event_time  timestamptz NOT NULL,
     price       numeric NOT NULL,
     size        numeric NOT NULL,
@@ -67,7 +67,8 @@ FROM ticks_history
 WHERE event_time >= now() - interval '1 hour';
 
 -- One candle per symbol and minute. open/close remember which tick set them, (event_time, trade_id),
--- so ticks folded in any order and any grouping give the same candle.
+-- so ticks folded in any order and any grouping give the same candle. Trade ids compare bytewise
+-- (COLLATE "C") so ties break the same way whatever the database locale.
 CREATE TABLE ohlc_1m (
     symbol         text NOT NULL,
     bucket         timestamptz NOT NULL,
@@ -80,9 +81,9 @@ CREATE TABLE ohlc_1m (
     turnover       numeric NOT NULL,
     vwap           numeric GENERATED ALWAYS AS (CASE WHEN volume > 0 THEN turnover / volume ELSE close END) STORED,
     open_time      timestamptz NOT NULL,
-    open_trade_id  text NOT NULL,
+    open_trade_id  text COLLATE "C" NOT NULL,
     close_time     timestamptz NOT NULL,
-    close_trade_id text NOT NULL,
+    close_trade_id text COLLATE "C" NOT NULL,
     updated_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (symbol, bucket)
 );
@@ -102,7 +103,7 @@ CREATE TABLE metrics_1m (
     vwap          numeric GENERATED ALWAYS AS (CASE WHEN volume > 0 THEN turnover / volume ELSE price_sum / trades END) STORED,
     last          numeric NOT NULL,
     last_time     timestamptz NOT NULL,
-    last_trade_id text NOT NULL,
+    last_trade_id text COLLATE "C" NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (symbol, bucket)
 );

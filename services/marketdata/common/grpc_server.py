@@ -45,7 +45,8 @@ class GrpcServiceHost:
             options=[
                 # Without this a second server could silently share the port.
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                # Above the ingest limit, so an oversized batch gets INVALID_ARGUMENT naming it, not a transport error.
+                ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
@@ -10,7 +11,11 @@ from marketdata.common.config import Settings, SettingsError, load_settings
 from marketdata.common.logging import configure_logging
 
 
-def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None:
+def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: list[str] | None = None,
+                description: str | None = None) -> None:
+    """Runs serve(settings) until SIGTERM/SIGINT. Services take no options: everything comes from env vars."""
+    argparse.ArgumentParser(prog=f"marketdata {name}", description=description,
+                            epilog="Configured by environment variables; see the README.").parse_args(argv or [])
     try:
         settings = load_settings()
     except SettingsError as exc:
