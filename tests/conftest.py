@@ -79,9 +79,16 @@ def start_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Calla
 
 
 @pytest.fixture(scope="session")
-def stack(service_env: dict[str, str], run_dir: Path) -> Iterator[Stack]:
-    """ingest, aggregator and query, shared by the tests of the run that do not stop them."""
+def pipeline(service_env: dict[str, str], run_dir: Path) -> Iterator[Stack]:
+    """ingest and aggregator, shared by the tests of the run that do not stop them."""
     with Stack.running(service_env, run_dir / "stack", API_KEY) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def stack(pipeline: Stack) -> Iterator[Stack]:
+    """The shared pipeline plus a query service."""
+    with pipeline.with_query() as running:
         yield running
 
 

@@ -18,18 +18,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Stack:
+    """Running service processes sharing one environment. `query` is None for a pipeline-only stack."""
+
     env: dict[str, str]
     log_dir: Path
     api_key: str
     ingest: ServiceProcess
     aggregator: ServiceProcess
-    query: ServiceProcess
+    query: ServiceProcess | None = None
 
     @classmethod
     @contextmanager
     def running(cls, env: dict[str, str], log_dir: Path, api_key: str) -> Iterator[Stack]:
+        """ingest and aggregator."""
         log_dir.mkdir(parents=True, exist_ok=True)
-        processes = [ServiceProcess(name, env, log_dir).start() for name in ("ingest", "aggregator", "query")]
+        processes = [ServiceProcess(name, env, log_dir).start() for name in ("ingest", "aggregator")]
         try:
             for process in processes:
                 process.wait_serving(60)
@@ -38,14 +41,26 @@ class Stack:
             for process in reversed(processes):
                 process.stop()
 
+    @contextmanager
+    def with_query(self) -> Iterator[Stack]:
+        """This stack plus a query service."""
+        query = ServiceProcess("query", self.env, self.log_dir).start()
+        try:
+            query.wait_serving(60)
+            yield Stack(self.env, self.log_dir, self.api_key, self.ingest, self.aggregator, query)
+        finally:
+            query.stop()
+
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("x-api-key", self.api_key),)
 
     def client_env(self) -> dict[str, str]:
         """Environment for a client process (edge, feeder) of this stack."""
-        return {**self.env, "INGEST_ADDR": self.ingest.address, "QUERY_ADDR": self.query.address,
-                "AGGREGATOR_ADDR": self.aggregator.address}
+        env = {**self.env, "INGEST_ADDR": self.ingest.address, "AGGREGATOR_ADDR": self.aggregator.address}
+        if self.query is not None:
+            env["QUERY_ADDR"] = self.query.address
+        return env
 
     def seed_symbols(self, *symbols: str) -> None:
         with grpc.insecure_channel(self.ingest.address) as channel:

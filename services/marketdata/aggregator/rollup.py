@@ -116,7 +116,7 @@ WITH minutes AS ({_MINUTES.format(
     source="(SELECT * FROM ticks_history WHERE symbol = $1 AND event_time >= $2 AND event_time < $3) AS t")}),
 candles AS ({_UPSERT_OHLC}),
 metrics AS ({_UPSERT_METRICS})
-SELECT (SELECT count(*) FROM candles) AS minutes, (SELECT coalesce(sum(trades), 0) FROM minutes) AS ticks
+SELECT (SELECT count(*) FROM candles) AS minutes, (SELECT coalesce(sum(trades), 0) FROM minutes)::int8 AS ticks
 """
 
 # Rebuilding must not interleave with folding the same rows: folds take ROW EXCLUSIVE on these tables.

@@ -1,0 +1,153 @@
+"""Ticks through ingest → JetStream → aggregator end up in the rollups exactly once, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import grpc
+import pytest
+
+from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
+from tests.support.processes import ServiceProcess, wait_for
+from tests.support.stack import Stack
+from tests.support.ticks import (assert_rollups_match, expected_minutes, make_ticks, publish, stored_minutes,
+                                 with_duplicates)
+
+
+def unique_symbols(prefix: str, count: int) -> list[str]:
+    tag = uuid.uuid4().hex[:5].upper()
+    return [f"{prefix}{tag}{n:02d}" for n in range(count)]
+
+
+async def history_count(database_url: str, symbols: list[str]) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM ticks_history WHERE symbol = ANY($1)", symbols)
+    finally:
+        await conn.close()
+
+
+def wait_committed(database_url: str, symbols: list[str], count: int, timeout: float = 90) -> None:
+    wait_for(lambda: asyncio.run(history_count(database_url, symbols)) == count, timeout, interval=0.5,
+             message=f"{count} ticks in ticks_history")
+
+
+def aggregator_status(address: str) -> aggregator_pb2.GetStatusResponse:
+    with grpc.insecure_channel(address) as channel:
+        return aggregator_pb2_grpc.AggregatorServiceStub(channel).GetStatus(aggregator_pb2.GetStatusRequest(),
+                                                                              timeout=5)
+
+
+def test_50k_ticks_with_duplicates_and_shuffled_order_give_exact_rollups(pipeline: Stack, database_url: str) -> None:
+    symbols = unique_symbols("E", 20)
+    pipeline.seed_symbols(*symbols)
+    distinct = make_ticks(symbols, 50_000)
+    sent = with_duplicates(distinct, 0.05)
+
+    accepted, duplicates = publish(pipeline.ingest.address, pipeline.api_key, sent)
+
+    assert accepted + duplicates == len(sent)
+    wait_committed(database_url, symbols, len(distinct))
+    ohlc, metrics = asyncio.run(stored_minutes(database_url, symbols))
+    expected = expected_minutes(distinct)
+    assert_rollups_match(expected, ohlc, metrics)
+    assert sum((row["volume"] for row in ohlc.values()), Decimal(0)) == sum(
+        (Decimal(repr(t.size)) for t in distinct), Decimal(0))
+    wait_for(lambda: aggregator_status(pipeline.aggregator.address).consumer_pending == 0, 30,
+             message="consumer caught up")
+
+
+def test_aggregator_killed_mid_load_loses_nothing_and_counts_nothing_twice(start_service, database_url: str) -> None:
+    namespace = uuid.uuid4().hex[:8]
+    isolated = {"MD_STREAM": f"K{namespace}", "MD_SUBJECT_PREFIX": f"k{namespace}", "MD_CONSUMER": f"c{namespace}",
+                "AGGREGATOR_BATCH_MAX_TICKS": "2000"}
+    ingest = start_service("ingest", **isolated)
+    aggregator = start_service("aggregator", **isolated)
+    symbols = unique_symbols("K", 20)
+    from tests.conftest import API_KEY
+    seed = Stack(ingest.env, ingest.log_path.parent, API_KEY, ingest, aggregator, ingest)
+    seed.seed_symbols(*symbols)
+    distinct = make_ticks(symbols, 50_000, seed=21)
+    sent = with_duplicates(distinct, 0.05, seed=22)
+    result: dict[str, tuple[int, int]] = {}
+    publisher = threading.Thread(target=lambda: result.update(sent=publish(ingest.address, API_KEY, sent, 500)))
+    publisher.start()
+
+    # Kill while batches are being committed: some ticks are in, many are still flowing.
+    wait_for(lambda: asyncio.run(history_count(database_url, symbols)) > 2_000, 60, interval=0.05,
+             message="first commits")
+    aggregator.kill()
+    publisher.join(120)
+    restarted = start_service("aggregator", port=aggregator.port, **isolated)
+
+    accepted, duplicates = result["sent"]
+    assert accepted + duplicates == len(sent)
+    wait_committed(database_url, symbols, len(distinct))
+    ohlc, metrics = asyncio.run(stored_minutes(database_url, symbols))
+    assert_rollups_match(expected_minutes(distinct), ohlc, metrics)
+
+    async def audit() -> tuple[int, int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetchval("SELECT count(*) FROM ticks_raw WHERE symbol = ANY($1)", symbols)
+            repeated = await conn.fetchval(
+                """SELECT count(*) FROM (SELECT 1 FROM ticks_raw WHERE symbol = ANY($1)
+                   GROUP BY stream, stream_seq, symbol, trade_id HAVING count(*) > 1) AS r""", symbols)
+            return rows, repeated
+        finally:
+            await conn.close()
+
+    raw_rows, repeated = asyncio.run(audit())
+    assert repeated == 0, "a redelivered message wrote its audit rows twice"
+    assert raw_rows == accepted, "every tick JetStream stored appears once in ticks_raw"
+    assert isinstance(restarted, ServiceProcess)
+
+
+@pytest.mark.parametrize("corruption", ["UPDATE ohlc_1m SET close = 1, volume = 0 WHERE symbol = $1",
+                                        "DELETE FROM metrics_1m WHERE symbol = $1"])
+def test_rebuild_recomputes_rollups_from_history(pipeline: Stack, database_url: str, corruption: str) -> None:
+    symbols = unique_symbols("R", 1)
+    pipeline.seed_symbols(*symbols)
+    ticks = make_ticks(symbols, 600, minutes=20, seed=5)
+    publish(pipeline.ingest.address, pipeline.api_key, ticks)
+    wait_committed(database_url, symbols, len(ticks))
+
+    async def corrupt() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(corruption, symbols[0])
+        finally:
+            await conn.close()
+
+    asyncio.run(corrupt())
+    request = aggregator_pb2.RebuildRequest(symbol=symbols[0])
+    request.from_time.FromMicroseconds(min(t.event_us for t in ticks))
+    request.to_time.FromMicroseconds(max(t.event_us for t in ticks) + 1)
+    with grpc.insecure_channel(pipeline.aggregator.address) as channel:
+        response = aggregator_pb2_grpc.AggregatorServiceStub(channel).Rebuild(request, timeout=30)
+
+    expected = expected_minutes(ticks)
+    assert response.minutes_rebuilt == len(expected)
+    assert response.ticks_scanned == len(ticks)
+    assert_rollups_match(expected, *asyncio.run(stored_minutes(database_url, symbols)))
+
+
+def test_rebuild_rejects_bad_ranges_and_unknown_symbols(pipeline: Stack) -> None:
+    from marketdata.common.errors import field_violations_of
+    with grpc.insecure_channel(pipeline.aggregator.address) as channel:
+        stub = aggregator_pb2_grpc.AggregatorServiceStub(channel)
+        request = aggregator_pb2.RebuildRequest(symbol="NOSUCHSYM")
+        request.from_time.FromSeconds(1_800_000_000)
+        request.to_time.FromSeconds(1_700_000_000)
+        with pytest.raises(grpc.RpcError) as bad_range:
+            stub.Rebuild(request, timeout=5)
+        assert bad_range.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [f for f, _ in field_violations_of(bad_range.value)] == ["to"]
+        request.to_time.FromSeconds(1_900_000_000)
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Rebuild(request, timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

@@ -1,0 +1,231 @@
+"""IngestService: validation with field paths, API keys, dedup, streaming, registry changes, NATS outages."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from marketdata.common.embedded import EmbeddedNats, free_port
+from marketdata.common.errors import field_violations_of
+from marketdata.v1 import ingest_pb2, ingest_pb2_grpc, market_pb2
+from tests.conftest import API_KEY
+from tests.support.processes import health_status, wait_for
+from tests.support.stack import Stack
+
+
+def new_symbol(prefix: str = "I") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8].upper()}"
+
+
+def tick(symbol: str, trade_id: str = "", price: float = 100.0, size: float = 1.0,
+         at: float | None = None) -> market_pb2.Tick:
+    message = market_pb2.Tick(symbol=symbol, trade_id=trade_id, price=price, size=size)
+    message.event_time.FromNanoseconds(int((time.time() if at is None else at) * 1e9))
+    return message
+
+
+def stub_for(address: str) -> tuple[grpc.Channel, ingest_pb2_grpc.IngestServiceStub]:
+    channel = grpc.insecure_channel(address)
+    return channel, ingest_pb2_grpc.IngestServiceStub(channel)
+
+
+KEY = (("x-api-key", API_KEY),)
+
+
+@pytest.fixture(scope="module")
+def symbol(pipeline: Stack) -> str:
+    name = new_symbol()
+    pipeline.seed_symbols(name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def ingest(pipeline: Stack):  # type: ignore[no-untyped-def]
+    channel, stub = stub_for(pipeline.ingest.address)
+    yield stub
+    channel.close()
+
+
+def rejected_fields(stub: ingest_pb2_grpc.IngestServiceStub, *ticks: market_pb2.Tick) -> list[str]:
+    with pytest.raises(grpc.RpcError) as error:
+        stub.PublishTicks(ingest_pb2.PublishTicksRequest(items=ticks), metadata=KEY, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return [field for field, _ in field_violations_of(error.value)]
+
+
+def test_every_validation_rule_names_its_field(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    good = tick(symbol, "ok-1")
+    no_time = market_pb2.Tick(symbol=symbol, price=1, size=1)
+    cases = {
+        "items[1].symbol": tick("btc usdt"),
+        "items[1].price": tick(symbol, price=float("nan")),
+        "items[1].size": tick(symbol, size=-1),
+        "items[1].event_time": no_time,
+        "items[1].trade_id": tick(symbol, trade_id="x" * 65),
+    }
+    for field, bad in cases.items():
+        assert rejected_fields(ingest, good, bad) == [field], field
+    assert rejected_fields(ingest, good, tick(symbol, price=0)) == ["items[1].price"]
+    assert rejected_fields(ingest, good, tick(symbol, price=float("inf"))) == ["items[1].price"]
+    assert rejected_fields(ingest, good, tick(symbol, at=time.time() + 3600)) == ["items[1].event_time"]
+    assert rejected_fields(ingest, good, tick("NOTREGISTERED")) == ["items[1].symbol"]
+    assert rejected_fields(ingest) == ["items"]
+    several = rejected_fields(ingest, tick(symbol, price=-1), good, good, tick("?", size=float("nan")))
+    assert several == ["items[0].price", "items[3].symbol", "items[3].size"]
+
+
+def test_inactive_symbol_is_rejected(pipeline: Stack, ingest) -> None:  # type: ignore[no-untyped-def]
+    name = new_symbol()
+    ingest.UpsertSymbols(ingest_pb2.UpsertSymbolsRequest(items=[
+        market_pb2.Symbol(symbol=name, base="AAA", quote="USDT", active=False)]), metadata=KEY, timeout=10)
+    with pytest.raises(grpc.RpcError) as error:
+        ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(name)]), metadata=KEY, timeout=10)
+    assert field_violations_of(error.value) == [("items[0].symbol", f"{name} is not active")]
+
+
+def test_batch_and_message_size_limits(start_service, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    process = start_service("ingest", INGEST_MAX_BATCH_TICKS="10", INGEST_MAX_MESSAGE_BYTES="1024")
+    channel, stub = stub_for(process.address)
+    with channel:
+        assert rejected_fields(stub, *[tick(symbol, f"b{n}") for n in range(11)]) == ["items"]
+        big = [tick(symbol, f"{'y' * 60}{n}") for n in range(10)]
+        for item in big:
+            item.source = "s" * 60
+        with pytest.raises(grpc.RpcError) as error:
+            stub.PublishTicks(ingest_pb2.PublishTicksRequest(items=big), metadata=KEY, timeout=10)
+        violations = field_violations_of(error.value)
+        assert violations and violations[0][0] == "items" and "bytes" in violations[0][1]
+
+
+def test_symbol_upsert_validation(ingest) -> None:  # type: ignore[no-untyped-def]
+    request = ingest_pb2.UpsertSymbolsRequest(items=[
+        market_pb2.Symbol(symbol="ok1", base="BTC", quote="USDT"),
+        market_pb2.Symbol(symbol="GOOD", base="", quote="USDT"),
+    ])
+    with pytest.raises(grpc.RpcError) as error:
+        ingest.UpsertSymbols(request, metadata=KEY, timeout=10)
+    assert [f for f, _ in field_violations_of(error.value)] == ["items[0].symbol", "items[1].base"]
+
+
+@pytest.mark.parametrize("metadata", [(), (("x-api-key", "wrong"),), (("x-api-key", ""),)])
+def test_every_write_needs_a_valid_api_key(ingest, symbol: str, metadata) -> None:  # type: ignore[no-untyped-def]
+    calls = [
+        lambda: ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol)]), metadata=metadata, timeout=5),
+        lambda: ingest.UpsertSymbols(ingest_pb2.UpsertSymbolsRequest(items=[
+            market_pb2.Symbol(symbol=symbol, base="A", quote="B", active=True)]), metadata=metadata, timeout=5),
+        lambda: ingest.StreamTicks(iter([ingest_pb2.StreamTicksRequest(items=[tick(symbol)])]),
+                                   metadata=metadata, timeout=5),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as error:
+            call()
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_any_configured_key_is_accepted(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    response = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol, f"k-{uuid.uuid4()}")]),
+                                   metadata=(("x-api-key", "second-key"),), timeout=10)
+    assert response.accepted == 1
+
+
+def test_retried_batch_and_repeated_ticks_are_reported_as_duplicates(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    at = time.time()
+    batch = [tick(symbol, f"r-{uuid.uuid4()}", at=at) for _ in range(3)]
+    anonymous = tick(symbol, price=101.5, at=at)
+    request = ingest_pb2.PublishTicksRequest(items=[*batch, batch[0], anonymous, anonymous])
+    first = ingest.PublishTicks(request, metadata=KEY, timeout=10)
+    assert (first.accepted, first.duplicates) == (4, 2)  # in-batch repeat + a tick without id sent twice
+    retry = ingest.PublishTicks(request, metadata=KEY, timeout=10)
+    assert (retry.accepted, retry.duplicates) == (0, 6)  # JetStream recognised the retried batch
+
+
+def test_stream_ticks_sums_batches_and_keeps_earlier_batches_on_error(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    def requests(bad_last: bool):  # type: ignore[no-untyped-def]
+        for n in range(3):
+            yield ingest_pb2.StreamTicksRequest(items=[tick(symbol, f"s-{uuid.uuid4()}") for _ in range(10)])
+        if bad_last:
+            yield ingest_pb2.StreamTicksRequest(items=[tick(symbol, price=-5)])
+
+    response = ingest.StreamTicks(requests(False), metadata=KEY, timeout=10)
+    assert (response.accepted, response.duplicates, response.batches) == (30, 0, 3)
+    with pytest.raises(grpc.RpcError) as error:
+        ingest.StreamTicks(requests(True), metadata=KEY, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "30 ticks of the 3 earlier batches were accepted" in error.value.details()
+    assert [f for f, _ in field_violations_of(error.value)] == ["items[0].price"]
+
+
+def test_replicas_learn_of_symbol_changes_without_restart(pipeline: Stack, start_service, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    other = start_service("ingest")
+    name = new_symbol()
+    pipeline.seed_symbols(name)  # through the shared replica
+    channel, stub = stub_for(other.address)
+    with channel:
+        publish = lambda: stub.PublishTicks(  # noqa: E731
+            ingest_pb2.PublishTicksRequest(items=[tick(name, f"n-{uuid.uuid4()}")]), metadata=KEY, timeout=5)
+
+        def accepted() -> bool:
+            try:
+                return publish().accepted == 1
+            except grpc.RpcError:
+                return False
+
+        wait_for(accepted, 5, message="the other replica accepts the new symbol")
+
+        async def deactivate() -> None:  # a change made straight in the database reaches them too
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute("UPDATE symbols SET active = false WHERE symbol = $1", name)
+            finally:
+                await conn.close()
+
+        asyncio.run(deactivate())
+        wait_for(lambda: not accepted(), 5, message="the replica refuses the deactivated symbol")
+
+
+def test_nats_outage_gives_unavailable_and_recovers_without_restart(start_service, tmp_path: Path,
+                                                                     symbol: str) -> None:
+    nats_server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    nats_server.start()
+    try:
+        process = start_service("ingest", NATS_URL=nats_server.url)
+        channel, stub = stub_for(process.address)
+        with channel:
+            def send() -> ingest_pb2.PublishTicksResponse:
+                return stub.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol, f"o-{uuid.uuid4()}")]),
+                                         metadata=KEY, timeout=10)
+
+            assert send().accepted == 1
+            nats_server.stop()
+            with pytest.raises(grpc.RpcError) as error:
+                wait_for(lambda: health_status(process.address) == "NOT_SERVING", 10, message="NOT_SERVING")
+                send()
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            nats_server.start()
+            wait_for(lambda: health_status(process.address) == "SERVING", 20, message="SERVING again")
+            assert send().accepted == 1
+    finally:
+        nats_server.stop()
+
+
+def test_sigterm_drains_and_exits_cleanly(start_service) -> None:  # type: ignore[no-untyped-def]
+    process = start_service("ingest")
+    process.signal(signal.SIGTERM)
+    assert process.process is not None
+    assert process.process.wait(15) == 0
+    assert "stopped" in process.log_text()
+
+
+def test_busy_port_is_named(start_service, pipeline: Stack) -> None:  # type: ignore[no-untyped-def]
+    process = start_service("ingest", wait=False, port=pipeline.ingest.port)
+    assert process.process is not None
+    assert process.process.wait(20) != 0
+    assert f"port {pipeline.ingest.port} is already in use" in process.log_text()
+    assert "INGEST_PORT" in process.log_text()
