@@ -73,6 +73,10 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+# Prometheus endpoints when METRICS_PORT is unset (the edge serves /metrics on its HTTP port instead).
+DEFAULT_METRICS_PORTS = {"ingest": 9101, "query": 9102, "aggregator": 9103, "feeder": 9104}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the platform. Each service reads the ones it needs."""
@@ -92,6 +96,7 @@ class Settings:
     query_port: int
     aggregator_port: int
     edge_port: int
+    # None: the service's default (DEFAULT_METRICS_PORTS); 0: no metrics endpoint.
     metrics_port: int | None
     ingest_addr: str
     query_addr: str
@@ -137,6 +142,10 @@ class Settings:
     def deadletter_stream(self) -> str:
         return f"{self.stream}_DEADLETTER"
 
+    def metrics_port_for(self, service: str) -> int:
+        """The port of the service's Prometheus endpoint; 0 when disabled."""
+        return DEFAULT_METRICS_PORTS.get(service, 0) if self.metrics_port is None else self.metrics_port
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise SettingsError("DATABASE_URL is not set: give a postgresql:// URL (or run `marketdata dev`, "
@@ -147,7 +156,7 @@ class Settings:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Reads settings from env (default os.environ); raises SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
-    metrics_port = _int(env, "METRICS_PORT", 0, 0, 65535)
+    metrics_port = _int(env, "METRICS_PORT", -1, 0, 65535)
     api_keys = tuple(k.strip() for k in (env.get("API_KEYS") or env.get("API_KEY") or "dev-key").split(",") if k.strip())
     if not api_keys:
         raise SettingsError("API_KEYS is empty: give at least one key (comma-separated)")
@@ -164,7 +173,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         query_port=_int(env, "QUERY_PORT", 50052, 1, 65535),
         aggregator_port=_int(env, "AGGREGATOR_PORT", 50053, 1, 65535),
         edge_port=_int(env, "EDGE_PORT", 8080, 1, 65535),
-        metrics_port=metrics_port or None,
+        metrics_port=None if metrics_port < 0 else metrics_port,
         ingest_addr=_address(env, "INGEST_ADDR", "127.0.0.1:50051"),
         query_addr=_address(env, "QUERY_ADDR", "127.0.0.1:50052"),
         aggregator_addr=_address(env, "AGGREGATOR_ADDR", "127.0.0.1:50053"),

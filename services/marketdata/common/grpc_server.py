@@ -111,10 +111,11 @@ class GrpcServiceHost:
                 f"cannot listen on {address}: port {self.port} is already in use or not allowed "
                 f"(set {self.port_setting} to another port)") from exc
         await self._set_all(NOT_SERVING)
-        serve_metrics(self.settings.metrics_port, self.settings.bind_host)
+        metrics_port = self.settings.metrics_port_for(self.port_setting.removesuffix("_PORT").lower())
+        serve_metrics(metrics_port, self.settings.bind_host)
         await self.server.start()
         log.info("listening", extra={"address": address, "services": self._service_names,
-                                     "metrics_port": self.settings.metrics_port})
+                                     "metrics_port": metrics_port})
         watcher = asyncio.create_task(self._watch_dependencies(), name="health-watch")
 
         loop = asyncio.get_running_loop()

@@ -16,10 +16,15 @@ GRPC_LATENCY = Histogram(
 )
 
 
-def serve_metrics(port: int | None, host: str) -> None:
-    """Serves /metrics (any path answers with the metrics) on a background thread; no-op without a port."""
-    if port:
+def serve_metrics(port: int, host: str) -> None:
+    """Serves /metrics (any path answers with the metrics) on a background thread; no-op for port 0."""
+    if not port:
+        return
+    try:
         start_http_server(port, addr=host)
+    except OSError as exc:
+        raise SystemExit(f"cannot serve metrics on {host}:{port}: {exc.strerror} (set METRICS_PORT to another "
+                         "port, or 0 to turn the endpoint off)") from exc
 
 
 def _split(method: str) -> tuple[str, str]:
