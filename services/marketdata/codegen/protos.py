@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -41,7 +42,10 @@ def generate(python_root: Path, descriptor_set: Path) -> list[Path]:
     """Writes marketdata/v1/*_pb2*.py(i) under python_root and the descriptor set; returns the files written."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
-        _protoc([f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"])
+        # Stubs of the service modules come from mypy-protobuf's plugin, installed beside this interpreter.
+        grpc_stubs = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+        _protoc([f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
+                 f"--plugin=protoc-gen-mypy_grpc={grpc_stubs}", f"--mypy_grpc_out={out}"])
         target = python_root / "marketdata" / "v1"
         target.mkdir(parents=True, exist_ok=True)
         for stale in target.glob("*_pb2*.py*"):
