@@ -1,0 +1,34 @@
+import { type Candle, isUp } from "../lib/candles";
+import { formatBarTime, formatPrice, formatVolume } from "../lib/format";
+
+/** OHLC, SMA10 and volume of the bar under the crosshair, or of the newest bar. */
+export function ChartLegend({ candle }: { candle: Candle | null }) {
+  if (!candle) return null;
+  const direction = isUp(candle) ? "up" : "down";
+  return (
+    <dl className="legend" aria-label="Bar values">
+      <div className="legend-time">{formatBarTime(candle.time)}</div>
+      {(
+        [
+          ["O", formatPrice(candle.open)],
+          ["H", formatPrice(candle.high)],
+          ["L", formatPrice(candle.low)],
+          ["C", formatPrice(candle.close)],
+        ] as const
+      ).map(([label, value]) => (
+        <div key={label}>
+          <dt>{label}</dt>
+          <dd className={direction}>{value}</dd>
+        </div>
+      ))}
+      <div className="legend-sma">
+        <dt>SMA10</dt>
+        <dd>{formatPrice(candle.sma10)}</dd>
+      </div>
+      <div>
+        <dt>Vol</dt>
+        <dd>{formatVolume(candle.volume)}</dd>
+      </div>
+    </dl>
+  );
+}
