@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from .deploy_helpers import KIND_CONFIG, SCENARIOS, VENV_BIN, load_yaml, missing_tool, render_text
+from .deploy_helpers import KIND_CONFIG, REPO, SCENARIOS, load_yaml, missing_tool, render_text
 
 
 def kind_kubernetes_version() -> str:
@@ -64,12 +64,13 @@ def test_schema_validation_catches_a_broken_object(kubernetes_validate):
 
 @pytest.fixture(scope="module")
 def checkov():
-    binary = VENV_BIN / "checkov"
+    # scripts/deploy-tools installs it in an environment of its own (its pins clash with the test tools').
+    binary = REPO / ".tools" / "checkov" / "bin" / "checkov"
     if binary.is_file():
         return str(binary)
     found = shutil.which("checkov")
     if not found:
-        missing_tool("checkov", "pip install checkov (in the project's dev extras)")
+        missing_tool("checkov", "scripts/deploy-tools")
     return found
 
 
