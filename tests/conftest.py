@@ -32,9 +32,9 @@ def nats_url(run_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(run_dir: Path) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """URL of the PostgreSQL server (its administrative database)."""
-    with postgres_server(run_dir) as url:
+    with postgres_server() as url:
         yield url
 
 

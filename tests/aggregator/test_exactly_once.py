@@ -69,7 +69,7 @@ def test_aggregator_killed_mid_load_loses_nothing_and_counts_nothing_twice(start
     aggregator = start_service("aggregator", **isolated)
     symbols = unique_symbols("K", 20)
     from tests.conftest import API_KEY
-    seed = Stack(ingest.env, ingest.log_path.parent, API_KEY, ingest, aggregator, ingest)
+    seed = Stack(ingest.env, ingest.log_path.parent, API_KEY, ingest, aggregator)
     seed.seed_symbols(*symbols)
     distinct = make_ticks(symbols, 50_000, seed=21)
     sent = with_duplicates(distinct, 0.05, seed=22)

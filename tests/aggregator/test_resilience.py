@@ -8,10 +8,9 @@ from pathlib import Path
 
 import nats
 
-from marketdata.common.embedded import EmbeddedPostgres
 from tests.aggregator.test_exactly_once import aggregator_status, history_count, unique_symbols, wait_committed
 from tests.conftest import API_KEY
-from tests.support.infra import create_database
+from tests.support.infra import create_database, embedded_postgres
 from tests.support.processes import health_status, wait_for
 from tests.support.stack import Stack
 from tests.support.ticks import make_ticks, publish
@@ -40,16 +39,15 @@ def test_undecodable_message_is_dead_lettered_and_does_not_block(pipeline: Stack
 
 
 def test_postgres_outage_turns_health_off_then_catches_up(start_service, tmp_path: Path) -> None:
-    postgres = EmbeddedPostgres(tmp_path / "pg")
-    database_url = asyncio.run(create_database(postgres.start()))
-    namespace = uuid.uuid4().hex[:8]
-    env = {"DATABASE_URL": database_url, "MD_STREAM": f"P{namespace}", "MD_SUBJECT_PREFIX": f"p{namespace}",
-           "MD_CONSUMER": f"c{namespace}"}
-    try:
+    with embedded_postgres() as postgres:
+        database_url = asyncio.run(create_database(postgres.url))
+        namespace = uuid.uuid4().hex[:8]
+        env = {"DATABASE_URL": database_url, "MD_STREAM": f"P{namespace}", "MD_SUBJECT_PREFIX": f"p{namespace}",
+               "MD_CONSUMER": f"c{namespace}"}
         ingest = start_service("ingest", **env)
         aggregator = start_service("aggregator", **env)
         symbols = unique_symbols("P", 2)
-        Stack(ingest.env, tmp_path, API_KEY, ingest, aggregator, ingest).seed_symbols(*symbols)
+        Stack(ingest.env, tmp_path, API_KEY, ingest, aggregator).seed_symbols(*symbols)
 
         postgres.stop()
         wait_for(lambda: health_status(aggregator.address) == "NOT_SERVING", 15, message="aggregator NOT_SERVING")
@@ -62,5 +60,3 @@ def test_postgres_outage_turns_health_off_then_catches_up(start_service, tmp_pat
         wait_for(lambda: health_status(aggregator.address) == "SERVING", 30, message="aggregator SERVING again")
         wait_committed(database_url, symbols, len(ticks), timeout=60)
         assert asyncio.run(history_count(database_url, symbols)) == len(ticks)
-    finally:
-        postgres.stop()

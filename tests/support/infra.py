@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,17 +38,31 @@ def nats_server(tmp: Path) -> Iterator[str]:
 
 
 @contextmanager
-def postgres_server(tmp: Path) -> Iterator[str]:
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """A started embedded PostgreSQL in a directory of its own, removed afterwards.
+
+    Not under pytest's temp tree: as root, pgserver runs PostgreSQL as another user, which needs to
+    traverse the parents of the data directory, and a concurrent pytest session may reset them to 0700.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="md-test-pg-", dir="/tmp"))
+    directory.chmod(0o755)
+    server = EmbeddedPostgres(directory / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
     """DATABASE_URL when set, else a fresh embedded PostgreSQL. Yields a URL of an administrative database."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    server = EmbeddedPostgres(tmp / "pg")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
+    with embedded_postgres() as server:
+        yield server.url
 
 
 async def create_database(server_url: str, migrate: bool = True) -> str:
@@ -73,5 +88,3 @@ async def drop_database(server_url: str, database_url: str) -> None:
         await conn.close()
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
