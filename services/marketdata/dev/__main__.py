@@ -258,7 +258,7 @@ class Dev:
             f"  curl -X POST {web}/api/v1/webhooks/ticks -H 'x-api-key: {self.api_key}' "
             "-H 'content-type: application/json' \\",
             f"       -d '{{\"items\":[{{\"symbol\":\"{symbol}\",\"price\":43000.5,\"size\":0.1,"
-            "\"tradeId\":\"manual-1\",\"side\":\"SIDE_BUY\"}]}'",
+            "\"eventTime\":\"'$(date -u +%FT%TZ)'\",\"tradeId\":\"manual-1\",\"side\":\"SIDE_BUY\"}]}'",
         ]
         if self.web_dist is None:
             lines += ["", f"note: the dashboard is not built (no web/dist): {WEB_BUILD_HINT}"]
