@@ -116,6 +116,12 @@ class Settings:
     web_dist_dir: Path | None
     cors_origins: tuple[str, ...]
     sse_max_streams: int
+    # A client whose bounded queue is full gets the latest update per symbol, and is dropped after
+    # sse_max_behind_seconds still behind; sse_replay_size updates are kept for Last-Event-ID.
+    sse_queue_size: int
+    sse_max_behind_seconds: float
+    sse_replay_size: int
+    sse_ping_seconds: float
     request_timeout_seconds: float
     # Runtime.
     db_pool_size: int
@@ -188,6 +194,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_dist_dir=Path(web_dist) if web_dist else None,
         cors_origins=tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),
         sse_max_streams=_int(env, "SSE_MAX_STREAMS", 1_000, 1, 100_000),
+        sse_queue_size=_int(env, "SSE_QUEUE_SIZE", 64, 1, 100_000),
+        sse_max_behind_seconds=_float(env, "SSE_MAX_BEHIND_SECONDS", 5.0, 0.1, 3_600.0),
+        sse_replay_size=_int(env, "SSE_REPLAY_SIZE", 1_024, 0, 1_000_000),
+        sse_ping_seconds=_float(env, "SSE_PING_SECONDS", 15.0, 0.1, 3_600.0),
         request_timeout_seconds=_float(env, "REQUEST_TIMEOUT_SECONDS", 10.0, 0.1, 600.0),
         db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1_000),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),

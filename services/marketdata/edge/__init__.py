@@ -1,0 +1,1 @@
+"""HTTP edge: REST translated to gRPC from the generated OpenAPI document, SSE live updates, docs, dashboard."""

@@ -1,0 +1,467 @@
+"""The generic REST → gRPC translation, the grpc-gateway way, and the edge's one error shape.
+
+Every operation of the OpenAPI document that carries `x-grpc-method` is served by one generic handler:
+path, query and body → request message (json_format.ParseDict) → unary call on a grpc.aio channel
+(method looked up in the descriptor pool) → response message → JSON (MessageToDict with every field).
+gRPC errors become `application/problem+json` through one status table.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from connexion.exceptions import ProblemException
+from connexion.validators import JSONRequestBodyValidator, ParameterValidator
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import Descriptor, MethodDescriptor
+from jsonschema import ValidationError
+from prometheus_client import Histogram
+from starlette.responses import Response
+
+# Registers every marketdata.v1 service and message in the default descriptor pool.
+from marketdata.codegen.openapi import openapi_path, rule_bindings, path_fields
+from marketdata.common.errors import field_violations_of
+from marketdata.v1 import aggregator_pb2, events_pb2, ingest_pb2, market_pb2, query_pb2  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+# The one table from gRPC status to HTTP status (grpc-gateway's mapping).
+GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+# For errors the edge raises itself (validation, security, routing): the gRPC code a service would have used.
+HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    406: grpc.StatusCode.INVALID_ARGUMENT,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Content Too Large",
+           415: "Unsupported Media Type", 429: "Too Many Requests", 499: "Client Closed Request",
+           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
+
+UPSTREAM_LATENCY = Histogram(
+    "edge_grpc_client_seconds", "Duration of the gRPC calls the edge makes for REST operations",
+    ["grpc_method", "grpc_code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """HTTP status of a gRPC status code (500 for any code not in the table)."""
+    return GRPC_TO_HTTP.get(code, 500)
+
+
+def grpc_code_for(status: int) -> grpc.StatusCode:
+    if status in HTTP_TO_GRPC:
+        return HTTP_TO_GRPC[status]
+    return grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.UNKNOWN
+
+
+Violations = Iterable[tuple[str, str]]
+
+
+def problem_body(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
+                 violations: Violations = (), title: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or REASONS.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "grpcCode": (grpc_code or grpc_code_for(status)).name,
+    }
+    body["violations"] = [{"field": field, "description": description} for field, description in violations]
+    request_id = REQUEST_ID.get()
+    if request_id:
+        body["requestId"] = request_id
+    return body
+
+
+def problem_response(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
+                     violations: Violations = (), headers: Mapping[str, str] | None = None,
+                     title: str | None = None) -> Response:
+    body = problem_body(status, detail, grpc_code=grpc_code, violations=violations, title=title)
+    return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
+                    headers=dict(headers or {}))
+
+
+class EdgeProblem(ProblemException):
+    """A problem raised inside connexion's stack (validation, handlers); rendered by `problem_from_exception`."""
+
+    def __init__(self, status: int, detail: str, *, violations: Violations = (),
+                 grpc_code: grpc.StatusCode | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status=status, title=REASONS.get(status, "Error"), detail=detail,
+                         headers=dict(headers or {}))
+        self.violations = list(violations)
+        self.grpc_code = grpc_code
+
+
+_PARAMETER_NAME = re.compile(r"parameter '([^']+)'")
+
+
+def problem_from_exception(exc: Exception) -> Response:
+    """Renders connexion's and starlette's errors in the edge's problem shape."""
+    if isinstance(exc, EdgeProblem):
+        return problem_response(exc.status, exc.detail or "", grpc_code=exc.grpc_code, violations=exc.violations,
+                                headers=exc.headers)
+    if isinstance(exc, ProblemException):
+        detail = str(exc.detail or exc.title or "")
+        if exc.status == 401 and detail == "No authorization token provided":
+            detail = "no API key: send it in the x-api-key header"
+        violations: list[tuple[str, str]] = []
+        named = _PARAMETER_NAME.search(detail)
+        if named and exc.status == 400:
+            violations.append((named.group(1), detail))
+        return problem_response(exc.status, detail, violations=violations, headers=exc.headers,
+                                title=exc.title if exc.title else None)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return problem_response(status, str(getattr(exc, "detail", "") or REASONS.get(status, "")),
+                                headers=getattr(exc, "headers", None))
+    log.error("unhandled error", exc_info=exc)
+    return problem_response(500, "internal error", grpc_code=grpc.StatusCode.INTERNAL)
+
+
+# ---- validation with field names ---------------------------------------------------------------------------
+
+def field_path(parts: Iterable[Any]) -> str:
+    """('items', 3, 'price') → 'items[3].price'."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def violation_of(error: ValidationError, root: str = "") -> tuple[str, str]:
+    path = field_path([*([root] if root else []), *error.absolute_path])
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set((error.schema or {}).get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in known)
+        if extra:
+            return (f"{path}.{extra[0]}" if path else extra[0]), f"unknown field {extra[0]!r}"
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        match = re.match(r"'([^']+)' is a required property", error.message)
+        if match:
+            return (f"{path}.{match.group(1)}" if path else match.group(1)), error.message
+    return path, error.message
+
+
+class EdgeBodyValidator(JSONRequestBodyValidator):
+    """connexion's JSON body validation, failing with the edge's problem naming the field (items[0].price)."""
+
+    async def _parse(self, stream: Any, scope: Any) -> Any:
+        try:
+            return await super()._parse(stream, scope)
+        except ProblemException as exc:
+            raise EdgeProblem(400, f"request body is not valid JSON: {exc.detail}") from None
+        except UnicodeDecodeError as exc:
+            raise EdgeProblem(400, f"request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}") \
+                from None
+
+    def _validate(self, body: Any) -> dict | None:
+        if body is None and not self._nullable:
+            raise EdgeProblem(400, "request body must not be empty")
+        try:
+            return self._validator.validate(body)
+        except ValidationError as exc:
+            field, description = violation_of(exc)
+            raise EdgeProblem(400, f"invalid request body: {field or 'body'}: {description}",
+                              violations=[(field or "body", description)]) from None
+
+
+class EdgeParameterValidator(ParameterValidator):
+    """connexion's parameter validation, failing with the edge's problem naming the parameter."""
+
+    def validate_request(self, request: Any) -> None:
+        if self.strict_validation:
+            extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
+            if extra:
+                names = sorted(extra)
+                raise EdgeProblem(400, f"unknown query parameter(s): {', '.join(names)}",
+                                  violations=[(name, "unknown query parameter") for name in names])
+        checks = (("query", self.validate_query_parameter), ("path", self.validate_path_parameter),
+                  ("header", self.validate_header_parameter), ("cookie", self.validate_cookie_parameter))
+        for location, check in checks:
+            for param in self.parameters.get(location, []):
+                error = check(param, request)
+                if error:
+                    first_line = str(error).split("\n", 1)[0]
+                    raise EdgeProblem(400, f"invalid {location} parameter {param['name']!r}: {first_line}",
+                                      violations=[(param["name"], first_line)])
+
+
+def forward_api_key(api_key: str, required_scopes: Any = None) -> dict[str, str] | None:
+    """connexion's x-apikeyInfoFunc: any non-empty key is forwarded; the service behind decides."""
+    return {"sub": "api-key"} if api_key else None
+
+
+# ---- the generic handler -----------------------------------------------------------------------------------
+
+_PARSE_PATH = re.compile(r' at "?[A-Za-z0-9_]+\.?((?:[A-Za-z0-9_]+|\[\d+\]|\.(?=[A-Za-z_\[]))*)')
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)"')
+
+
+def parse_error_violation(error: json_format.ParseError) -> tuple[str, str]:
+    """The field a json_format.ParseError is about: 'items[0].price', and the innermost reason."""
+    text = str(error)
+    match = _PARSE_PATH.search(text)
+    path = match.group(1).strip(".") if match else ""
+    unknown = _UNKNOWN_FIELD.search(text)
+    if unknown:
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    reason = text.split(" at ", 1)[0].rsplit("field: ", 1)[-1].split("\n", 1)[0].strip()
+    return path or "body", reason or text
+
+
+@dataclass
+class Operation:
+    """One RPC-backed operation: where its request fields come from and which method it calls."""
+
+    operation_id: str
+    grpc_method: str
+    method: MethodDescriptor
+    body: str
+    path_fields: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.request_class = message_factory.GetMessageClass(self.method.input_type)
+        self.response_class = message_factory.GetMessageClass(self.method.output_type)
+        self.service_name = self.method.containing_service.full_name
+
+
+def find_method(grpc_method: str) -> MethodDescriptor:
+    service_name, method_name = grpc_method.strip("/").split("/", 1)
+    service = descriptor_pool.Default().FindServiceByName(service_name)
+    method = service.methods_by_name.get(method_name)
+    if method is None:
+        raise LookupError(f"{grpc_method}: no such RPC in the descriptors")
+    return method
+
+
+def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str]]:
+    """(http method, path, body) of every google.api.http binding of an RPC."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        return []
+    return [(verb, openapi_path(path), body)
+            for verb, path, body in rule_bindings(options.Extensions[annotations_pb2.http])]
+
+
+def annotated_routes() -> set[tuple[str, str, str]]:
+    """(HTTP method, path, /Service/Method) of every annotated RPC of the marketdata.v1 services."""
+    routes = set()
+    for module in (ingest_pb2, query_pb2, aggregator_pb2, events_pb2, market_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                for verb, path, _ in http_rules(method):
+                    routes.add((verb.upper(), path, f"/{service.full_name}/{method.name}"))
+    return routes
+
+
+def operations_of(document: Mapping[str, Any]) -> dict[str, Operation]:
+    """The RPC-backed operations of the document, checked against the descriptors' annotations."""
+    found: dict[str, Operation] = {}
+    for path, methods in document.get("paths", {}).items():
+        for verb, spec in methods.items():
+            if not isinstance(spec, dict) or "x-grpc-method" not in spec:
+                continue
+            method = find_method(spec["x-grpc-method"])
+            rules = [rule for rule in http_rules(method) if rule[0] == verb and rule[1] == path]
+            if not rules:
+                raise LookupError(f"{verb.upper()} {path}: {spec['x-grpc-method']} has no such HTTP binding")
+            found[spec["operationId"]] = Operation(spec["operationId"], spec["x-grpc-method"], method,
+                                                   rules[0][2], tuple(path_fields(path)))
+    return found
+
+
+class Upstreams:
+    """One grpc.aio channel per upstream address, created once; stubs are looked up by service name."""
+
+    def __init__(self, addresses: Mapping[str, str]) -> None:
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                   ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        self.addresses = dict(addresses)
+        self._by_address = {address: grpc.aio.insecure_channel(address, options=options)
+                            for address in sorted(set(self.addresses.values()))}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        try:
+            return self._by_address[self.addresses[service]]
+        except KeyError:
+            raise LookupError(f"no upstream address for {service}") from None
+
+    def unary(self, operation: Operation) -> grpc.aio.UnaryUnaryMultiCallable:
+        call = self._calls.get(operation.grpc_method)
+        if call is None:
+            call = self.channel(operation.service_name).unary_unary(
+                operation.grpc_method,
+                request_serializer=operation.request_class.SerializeToString,
+                response_deserializer=operation.response_class.FromString)
+            self._calls[operation.grpc_method] = call
+        return call
+
+    async def close(self) -> None:
+        for channel in self._by_address.values():
+            await channel.close()
+
+
+def is_metadata_value(value: str) -> bool:
+    """gRPC metadata values (non-binary) are printable ASCII."""
+    return value.isascii() and value.isprintable()
+
+
+def to_json_bytes(message: Any) -> bytes:
+    return json.dumps(json_format.MessageToDict(message, always_print_fields_with_no_presence=True),
+                      separators=(",", ":")).encode()
+
+
+class Gateway:
+    """Builds the handler of each RPC-backed operation."""
+
+    def __init__(self, document: Mapping[str, Any], upstreams: Upstreams, timeout: float,
+                 request_headers: Callable[[], Mapping[str, str]]) -> None:
+        self.operations = operations_of(document)
+        self.upstreams = upstreams
+        self.timeout = timeout
+        self._headers = request_headers
+
+    def handler(self, operation_id: str) -> Callable[..., Awaitable[Response]] | None:
+        operation = self.operations.get(operation_id)
+        if operation is None:
+            return None
+
+        async def handle(**kwargs: Any) -> Response:
+            return await self.call(operation, kwargs)
+
+        handle.__name__ = operation_id.rsplit(".", 1)[-1]
+        return handle
+
+    def build_request(self, operation: Operation, arguments: Mapping[str, Any]) -> Any:
+        if operation.body == "*":
+            fields = dict(arguments.get("body") or {})
+        elif operation.body:
+            fields = {operation.body: arguments.get("body")}
+        else:
+            fields = {name: value for name, value in arguments.items() if name != "body" and value is not None}
+        for name in operation.path_fields:
+            if name in arguments:
+                fields[name] = arguments[name]
+        request = operation.request_class()
+        try:
+            json_format.ParseDict(fields, request, ignore_unknown_fields=False)
+        except json_format.ParseError as exc:
+            field, reason = parse_error_violation(exc)
+            raise EdgeProblem(400, f"invalid request: {field}: {reason}", violations=[(field, reason)]) from None
+        return request
+
+    def metadata(self) -> list[tuple[str, str]]:
+        headers = self._headers()
+        metadata = []
+        api_key = headers.get("x-api-key")
+        if api_key:
+            if not is_metadata_value(api_key):
+                raise EdgeProblem(401, "the x-api-key header has characters no API key has",
+                                  grpc_code=grpc.StatusCode.UNAUTHENTICATED)
+            metadata.append(("x-api-key", api_key))
+        request_id = REQUEST_ID.get()
+        if request_id:
+            metadata.append(("x-request-id", request_id))
+        return metadata
+
+    async def call(self, operation: Operation, arguments: Mapping[str, Any]) -> Response:
+        request = self.build_request(operation, arguments)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            response = await self.upstreams.unary(operation)(request, timeout=self.timeout,
+                                                              metadata=self.metadata())
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            return rpc_error_response(exc, operation.method.input_type)
+        finally:
+            UPSTREAM_LATENCY.labels(operation.grpc_method, code.name).observe(time.perf_counter() - started)
+        return Response(to_json_bytes(response), media_type="application/json")
+
+
+_PATH_PART = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\]]*\])*)$")
+
+
+def json_field_path(message: Descriptor, path: str) -> str:
+    """A service's field path in proto names (items[0].event_time) in the JSON names of the REST API
+    (items[0].eventTime); parts it cannot resolve are kept as they are."""
+    if not path:
+        return path
+    out, current = [], message
+    for part in path.split("."):
+        match = _PATH_PART.match(part)
+        field = current.fields_by_name.get(match.group(1)) if (match and current is not None) else None
+        if field is None:
+            field = current.fields_by_camelcase_name.get(match.group(1)) if (match and current is not None) else None
+        if field is None or match is None:
+            out.append(part)
+            current = None
+            continue
+        out.append(field.json_name + match.group(2))
+        current = field.message_type
+    return ".".join(out)
+
+
+def rpc_error_response(exc: grpc.aio.AioRpcError, request_type: Descriptor | None = None) -> Response:
+    code = exc.code()
+    status = http_status(code)
+    try:
+        violations = field_violations_of(exc)
+    except Exception:  # noqa: BLE001 - malformed details must not hide the error itself
+        violations = []
+    if request_type is not None:
+        violations = [(json_field_path(request_type, field), description) for field, description in violations]
+    detail = exc.details() or code.name
+    if status >= 500:
+        log.warning("upstream error", extra={"grpc_code": code.name, "detail": detail})
+    return problem_response(status, detail, grpc_code=code, violations=violations)

@@ -1,0 +1,464 @@
+"""The HTTP edge: connexion 3 AsyncApp (REST from the generated OpenAPI document, SSE, health, docs, metrics,
+dashboard) on uvicorn.
+
+Routes:
+* every operation of `openapi.json` with `x-grpc-method` → the generic gRPC handler (gateway.py);
+* the edge's own operations of the document (`x-edge-route`): liveness, readiness, the SSE stream;
+* plain routes: `/metrics` (Prometheus) and the dashboard (`settings.web_dist_dir`) at `/`;
+* connexion's Swagger UI at `/docs` and the document at `/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import connexion
+import grpc
+import uvicorn
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionResponse
+from connexion.middleware import MiddlewarePosition
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.routing import Mount, Route
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from marketdata.common.config import Settings
+from marketdata.common.nats import NatsConnection
+from marketdata.edge import gateway
+from marketdata.edge.gateway import (
+    PROBLEM_MEDIA_TYPE,
+    REQUEST_ID,
+    EdgeBodyValidator,
+    EdgeParameterValidator,
+    EdgeProblem,
+    Gateway,
+    Upstreams,
+    problem_from_exception,
+    problem_response,
+)
+from marketdata.edge.sse import SYMBOL_RE, Client, HubFull, HubUnavailable, LiveHub
+
+log = logging.getLogger(__name__)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+MAX_STREAM_SYMBOLS = 50
+HEALTH_TIMEOUT_SECONDS = 1.0
+
+HTTP_REQUESTS = Counter("edge_http_requests_total", "HTTP requests answered by the edge",
+                        ["method", "route", "status"])
+HTTP_LATENCY = Histogram("edge_http_request_seconds", "Time to the response head of HTTP requests",
+                         ["method", "route"],
+                         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+SSE_STREAMS = Gauge("edge_sse_streams", "Open Server-Sent Events streams")
+NATS_SUBSCRIPTIONS = Gauge("edge_nats_subscriptions", "NATS subscriptions held for live streams")
+LOOP_TASKS = Gauge("edge_event_loop_tasks", "asyncio tasks alive in the edge's event loop")
+
+
+def load_document(path: Path = OPENAPI_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def upstream_addresses(settings: Settings) -> dict[str, str]:
+    """Where each gRPC service behind the edge is reached."""
+    return {
+        "marketdata.v1.IngestService": settings.ingest_addr,
+        "marketdata.v1.QueryService": settings.query_addr,
+        "marketdata.v1.AggregatorService": settings.aggregator_addr,
+    }
+
+
+def default_web_dist(settings: Settings) -> Path | None:
+    if settings.web_dist_dir is not None:
+        return settings.web_dist_dir
+    candidate = REPO_ROOT / "web" / "dist"
+    return candidate if candidate.is_dir() else None
+
+
+@dataclass
+class Edge:
+    """Everything the app's handlers need, created once per process."""
+
+    settings: Settings
+    document: dict[str, Any]
+    upstreams: Upstreams
+    hub: LiveHub
+    nats: NatsConnection | None = None
+    gateway: Gateway = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gateway = Gateway(self.document, self.upstreams, self.settings.request_timeout_seconds,
+                               lambda: connexion.request.headers)
+        # The services readiness depends on: those behind the document's RPC routes.
+        self.required_services = sorted({op.service_name for op in self.gateway.operations.values()})
+
+    # -- the edge's own operations ---------------------------------------------------------------------------
+    async def liveness(self) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def _health(self, service: str) -> str:
+        try:
+            stub = health_pb2_grpc.HealthStub(self.upstreams.channel(service))
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=HEALTH_TIMEOUT_SECONDS)
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return "SERVICE_UNKNOWN"
+            return "UNREACHABLE"
+
+    async def readiness(self) -> Response:
+        statuses = await asyncio.gather(*(self._health(s) for s in self.required_services))
+        dependencies = dict(zip(self.required_services, statuses))
+        failing = {name: status for name, status in dependencies.items() if status != "SERVING"}
+        if failing:
+            detail = "not ready: " + ", ".join(f"{name} is {status}" for name, status in failing.items())
+            return problem_response(503, detail, grpc_code=grpc.StatusCode.UNAVAILABLE)
+        return JSONResponse({"status": "ready", "dependencies": dependencies})
+
+    async def stream(self, **arguments: Any) -> Response:
+        raw = arguments.get("symbol") or []
+        symbols = [part.strip() for value in raw for part in str(value).split(",") if part.strip()]
+        bad = [s for s in symbols if not SYMBOL_RE.match(s) or len(s) > 20 or len(s) < 2]
+        if not symbols or bad:
+            description = f"not a symbol: {bad[0]!r}" if bad else "give at least one symbol"
+            raise EdgeProblem(400, f"invalid query parameter 'symbol': {description}",
+                              violations=[("symbol", description)])
+        if len(set(symbols)) > MAX_STREAM_SYMBOLS:
+            description = f"at most {MAX_STREAM_SYMBOLS} symbols per stream"
+            raise EdgeProblem(400, description, violations=[("symbol", description)])
+        request = connexion.request
+        last_event_id = request.headers.get("last-event-id")
+        try:
+            client, first = await self.hub.open(symbols, last_event_id)
+        except HubFull as exc:
+            return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
+                                    headers={"retry-after": "5"})
+        except HubUnavailable as exc:
+            return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
+                                    headers={"retry-after": "2"})
+        client.abort = request.scope.get("marketdata.abort")
+        return LiveStreamResponse(client, first, self.settings.sse_ping_seconds)
+
+    # -- plain routes ----------------------------------------------------------------------------------------
+    async def metrics(self, request: Request) -> Response:
+        SSE_STREAMS.set(self.hub.stream_count)
+        NATS_SUBSCRIPTIONS.set(self.hub.nats_subscriptions)
+        LOOP_TASKS.set(len(asyncio.all_tasks()))
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class LiveStreamResponse(EventSourceResponse):
+    """sse-starlette's response for one hub client. Whatever ends the response (the client leaves, the edge
+    drops it, HEAD, an error), the client leaves the hub. No per-send timeout scope: the hub handles slow
+    clients itself, so each frame costs one plain `send`."""
+
+    def __init__(self, client: Client, first: bytes, ping_seconds: float) -> None:
+        super().__init__(client.frames(first), ping=ping_seconds, sep="\n", headers={"cache-control": "no-store"})
+        self.client = client
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.client.hub.remove(self.client)
+
+    async def _send_with_timeout(self, send: Any, message: Any) -> None:
+        await send(message)
+
+
+# ---- the outermost ASGI layer: request ids, metrics, and a way to abort a stalled connection ----------------
+
+class EdgeMiddleware:
+    def __init__(self, app: Any, routes: list[tuple[re.Pattern[str], str]]) -> None:
+        self.app = app
+        self.routes = routes
+
+    def route_of(self, path: str) -> str:
+        for pattern, template in self.routes:
+            if pattern.match(path):
+                return template
+        return "other"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        if not request_id or not gateway.is_metadata_value(request_id):
+            request_id = uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        scope["marketdata.abort"] = _aborter(send)
+        started = time.perf_counter()
+        method = scope.get("method", "")
+        route = self.route_of(scope.get("path", ""))
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+                HTTP_REQUESTS.labels(method, route, str(message["status"])).inc()
+                HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def _aborter(send: Any) -> Callable[[], None]:
+    """Closes the client's connection at once, even while a send waits for a stalled reader.
+
+    uvicorn's send is a bound method of its request cycle, which holds the transport; when that is not
+    available, the request's task is cancelled instead."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        return transport.abort
+    task = asyncio.current_task()
+    return (lambda: task.cancel()) if task is not None else (lambda: None)
+
+
+def _route_patterns(document: Mapping[str, Any]) -> list[tuple[re.Pattern[str], str]]:
+    patterns = []
+    for path in document.get("paths", {}):
+        regex = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$"
+        patterns.append((re.compile(regex), path))
+    for fixed in ("/metrics", "/openapi.json", "/docs", "/"):
+        patterns.append((re.compile("^" + re.escape(fixed) + ("(/.*)?$" if fixed == "/docs" else "$")), fixed))
+    return patterns
+
+
+# ---- error handlers: every error in one problem shape -------------------------------------------------------
+
+def _connexion_problem(_request: Any, exc: Exception) -> ConnexionResponse:
+    response = problem_from_exception(exc)
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return ConnexionResponse(status_code=response.status_code, mimetype=PROBLEM_MEDIA_TYPE,
+                             content_type=PROBLEM_MEDIA_TYPE, body=response.body, headers=headers)
+
+
+# ---- the dashboard ------------------------------------------------------------------------------------------
+
+NOT_BUILT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>marketdata</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}}
+code{{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}}</style></head>
+<body><h1>marketdata edge</h1>
+<p>The dashboard is not built{where}. Build it with <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>
+(or point <code>WEB_DIST_DIR</code> at a built <code>dist/</code>) and restart the edge.</p>
+<p>Meanwhile: <a href="/docs/">API documentation (Swagger UI)</a> · <a href="/openapi.json">OpenAPI document</a> ·
+<a href="/api/v1/health/readiness">readiness</a> · <a href="/metrics">metrics</a></p>
+<p>Live updates: <code>curl -N "/realtime/ticks?symbol=BTCUSDT"</code></p>
+</body></html>
+"""
+
+
+def _dashboard_routes(app: connexion.AsyncApp, web_dist: Path | None) -> None:
+    index = web_dist / "index.html" if web_dist else None
+    if index is None or not index.is_file():
+        where = f" ({web_dist} has no index.html)" if web_dist else ""
+        page = NOT_BUILT_PAGE.format(where=where)
+
+        async def not_built(request: Request) -> Response:
+            return HTMLResponse(page)
+
+        app.add_url_rule("/", "dashboard", not_built, methods=["GET"])
+        return
+    assert web_dist is not None
+
+    async def home(request: Request) -> Response:
+        return FileResponse(index, headers={"cache-control": "no-cache"})
+
+    app.add_url_rule("/", "dashboard", home, methods=["GET"])
+    app.add_url_rule("/index.html", "dashboard-index", home, methods=["GET"])
+    reserved = {"api", "realtime", "docs", "metrics", "openapi.json"}
+    for entry in sorted(web_dist.iterdir()):
+        if entry.name in reserved or entry.name == "index.html" or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            app._middleware_app.router.mount(f"/{entry.name}", StaticFiles(directory=entry), name=entry.name)
+        elif entry.is_file():
+            async def file(request: Request, path: Path = entry) -> Response:
+                return FileResponse(path)
+
+            app.add_url_rule(f"/{entry.name}", f"dashboard-{entry.name}", file, methods=["GET"])
+
+
+# ---- the app ------------------------------------------------------------------------------------------------
+
+def create_app(edge: Edge) -> Any:
+    """The ASGI app of the edge (connexion AsyncApp wrapped in the request-id/metrics layer)."""
+    edge_routes: dict[str, Callable[..., Awaitable[Response]]] = {
+        "marketdata.edge.server.liveness": edge.liveness,
+        "marketdata.edge.server.readiness": edge.readiness,
+        "marketdata.edge.sse.stream": edge.stream,
+    }
+
+    def resolve(operation_id: str) -> Callable[..., Any]:
+        handler = edge.gateway.handler(operation_id) or edge_routes.get(operation_id)
+        if handler is None:
+            raise LookupError(f"operation {operation_id} has neither an RPC nor an edge handler")
+        return handler
+
+    app = connexion.AsyncApp(
+        __name__,
+        resolver=Resolver(function_resolver=resolve),
+        strict_validation=True,
+        validate_responses=False,
+        validator_map={"parameter": EdgeParameterValidator,
+                       "body": MediaTypeDict({"*/*json": EdgeBodyValidator})},
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/docs", spec_path="/openapi.json",
+                                            swagger_ui_config={"tryItOutEnabled": True}),
+    )
+    for exc_class in (ProblemException, HTTPException, Exception):
+        app.add_error_handler(exc_class, _connexion_problem)
+    if edge.settings.cors_origins:
+        app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                           allow_origins=list(edge.settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "x-api-key", "x-request-id", "last-event-id"],
+                           expose_headers=["x-request-id"], max_age=600)
+    # Plain routes first: the API is mounted at "" and would answer 404 for anything after it.
+    app.add_url_rule("/metrics", "metrics", edge.metrics, methods=["GET"])
+    _dashboard_routes(app, default_web_dist(edge.settings))
+    app.add_api(edge.document, name="marketdata")
+    return EdgeMiddleware(app, _route_patterns(edge.document))
+
+
+def served_routes(asgi_app: Any) -> set[tuple[str, str]]:
+    """(METHOD, path) of every route the app's router serves (operations of the document and plain routes)."""
+    connexion_app = asgi_app.app if isinstance(asgi_app, EdgeMiddleware) else asgi_app
+    middleware = connexion_app.middleware
+    if middleware.middleware_stack is None:
+        middleware.app, middleware.middleware_stack = middleware._build_middleware_stack()
+    found: set[tuple[str, str]] = set()
+
+    def walk(routes: Any, prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, Mount):
+                walk(getattr(route, "routes", []) or [], prefix + route.path)
+            elif isinstance(route, Route):
+                for method in route.methods or ():
+                    if method != "HEAD":
+                        found.add((method, prefix + route.path))
+
+    for layer in middleware.middleware_stack:
+        if isinstance(layer, RoutingMiddleware):  # the operations of the OpenAPI document
+            walk(layer.router.routes, "")
+    walk(connexion_app._middleware_app.router.routes, "")  # plain routes
+    return found
+
+
+# ---- serving ------------------------------------------------------------------------------------------------
+
+class PortInUseError(SystemExit):
+    pass
+
+
+def bind_socket(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.bind_host, settings.edge_port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(
+            f"marketdata edge: cannot listen on {settings.bind_host}:{settings.edge_port}: {exc.strerror or exc} "
+            f"(set EDGE_PORT to another port)") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class EdgeServer(uvicorn.Server):
+    """uvicorn with our own SIGTERM/SIGINT handling: end the SSE streams, then uvicorn's graceful stop."""
+
+    def __init__(self, config: uvicorn.Config, hub: LiveHub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def request_stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.should_exit:
+            self.force_exit = True
+            return
+        log.info("stopping", extra={"signal": signal.Signals(sig).name, "sse_streams": self.hub.stream_count})
+        self.hub.close_streams()
+        self.should_exit = True
+        # Streams that have not ended well within the grace period (a reader that stopped reading) are
+        # aborted, so uvicorn's graceful stop finishes in time.
+        grace = self.config.timeout_graceful_shutdown or 0
+        self._closer = asyncio.get_running_loop().create_task(self.hub.wait_streams_closed(max(0.2, grace * 0.7)))
+
+
+def _disable_sse_starlette_drain() -> None:
+    # sse-starlette's own shutdown watcher is not used: the hub ends the streams.
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()
+
+
+async def serve(settings: Settings) -> None:
+    sock = bind_socket(settings)
+    _disable_sse_starlette_drain()
+    document = load_document()
+    nats = NatsConnection(settings.nats_url, "edge")
+    nats.start()
+    upstreams = Upstreams(upstream_addresses(settings))
+    hub = LiveHub(nats, settings.live_subject, max_streams=settings.sse_max_streams,
+                  queue_size=settings.sse_queue_size, max_behind_seconds=settings.sse_max_behind_seconds,
+                  replay_size=settings.sse_replay_size)
+    edge = Edge(settings, document, upstreams, hub, nats)
+    app = create_app(edge)
+    config = uvicorn.Config(app, host=settings.bind_host, port=settings.edge_port,
+                            timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]
+                            log_config=None, access_log=False, lifespan="on", server_header=False)
+    server = EdgeServer(config, hub)
+    log.info("edge listening", extra={"address": f"{settings.bind_host}:{settings.edge_port}",
+                                      "ingest": settings.ingest_addr, "query": settings.query_addr,
+                                      "web_dist": str(default_web_dist(settings)),
+                                      "loop": type(asyncio.get_running_loop()).__module__})
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await hub.close()
+        await upstreams.close()
+        await nats.close()
+        sock.close()
+        log.info("stopped")

@@ -1,0 +1,77 @@
+"""Bootstrap of the query service: PostgreSQL pool, NATS connection, gRPC host with health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from marketdata.common.config import Settings
+from marketdata.common.database import SchemaCheck, create_pool
+from marketdata.common.grpc_server import GrpcServiceHost
+from marketdata.common.nats import NatsConnection
+from marketdata.migrate.migrations import latest_version, migrations_directory
+from marketdata.query.history import History
+from marketdata.query.live import LiveHub
+from marketdata.query.servicer import QueryServicer
+from marketdata.v1 import query_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "marketdata.v1.QueryService"
+APPLICATION_NAME = "marketdata-query"
+POOL_CLOSE_TIMEOUT_SECONDS = 5.0
+# Daily candles over a long, dense history sort ~50k minute rows per request (~4 MB): with PostgreSQL's
+# default 4MB that sort spills to disk; 16MB keeps it in memory (one sort per request, pool-sized).
+WORK_MEM = "16MB"
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo. The service only runs single read-only statements that change no
+    session state (no SET, cursors, LISTEN or advisory locks), so asyncpg's default reset query, a round trip
+    to PostgreSQL on every release, is skipped; asyncpg still rolls back any open transaction itself."""
+
+
+async def serve(settings: Settings) -> None:
+    dsn = settings.require_database_url()
+    required_version = latest_version(migrations_directory(settings.migrations_dir))
+    # The application name lets an operator (and the tests) find this service's queries in pg_stat_activity.
+    pool = await create_pool(dsn, max_size=settings.db_pool_size, reset=keep_session,
+                             server_settings={"application_name": APPLICATION_NAME, "work_mem": WORK_MEM})
+    nats = NatsConnection(settings.nats_url, "query")
+    nats.start()
+    hub = LiveHub(nats, settings)
+
+    host = GrpcServiceHost(settings=settings, port=settings.query_port, port_setting="QUERY_PORT")
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(settings, History(pool), hub), host.server)
+    host.add_service(SERVICE_NAME)
+    host.add_dependency("postgres", SchemaCheck(pool, required_version))
+
+    async def nats_connected() -> bool:
+        return nats.is_connected
+
+    host.add_dependency("nats", nats_connected)
+
+    async def end_streams_on_shutdown() -> None:
+        # WatchTicks streams never end by themselves: end them as soon as shutdown starts, so the drain
+        # of in-flight calls does not wait for them.
+        await host.stopping.wait()
+        hub.close()
+
+    host.add_background(end_streams_on_shutdown(), "end-watch-streams")
+
+    async def close_pool() -> None:
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_SECONDS)
+        except (TimeoutError, Exception):  # noqa: BLE001 - closing anyway
+            pool.terminate()
+
+    async def close_hub() -> None:
+        hub.close()
+
+    # Cleanups run in reverse order: streams, then NATS, then PostgreSQL.
+    host.add_cleanup(close_pool)
+    host.add_cleanup(nats.close)
+    host.add_cleanup(close_hub)
+    await host.run()

@@ -1,0 +1,122 @@
+"""marketdata.v1.QueryService: validation, deadlines and the mapping of failures to gRPC status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import asyncpg
+import grpc
+
+from marketdata.common.config import Settings
+from marketdata.common.database import CONNECTION_ERRORS
+from marketdata.common.errors import FieldViolations
+from marketdata.query.history import History, SymbolNotFound, parse_history_request, symbol_problem
+from marketdata.query.live import MAX_WATCH_SYMBOLS, LiveHub, UnavailableError
+from marketdata.v1 import query_pb2, query_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A remaining time above this means the caller set no deadline (gRPC reports an "infinite" one as huge).
+NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+UNAVAILABLE_LOG_INTERVAL_SECONDS = 5.0
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline on the event loop's clock, or None without one."""
+    left = context.time_remaining()
+    if left is None or left > NO_DEADLINE_SECONDS:
+        return None
+    return asyncio.get_running_loop().time() + left
+
+
+class QueryServicer(query_pb2_grpc.QueryServiceServicer):
+    def __init__(self, settings: Settings, history: History, hub: LiveHub) -> None:
+        self.settings = settings
+        self.history = history
+        self.hub = hub
+        self._unavailable_logged = -UNAVAILABLE_LOG_INTERVAL_SECONDS
+
+    async def _run(self, context: grpc.aio.ServicerContext, call: Callable[[float | None], Awaitable[T]]) -> T:
+        """Runs a database read within the caller's deadline; maps its failures to status codes."""
+        try:
+            return await call(_deadline(context))
+        except SymbolNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol: {', '.join(exc.symbols)}")
+        except (TimeoutError, asyncpg.exceptions.QueryCanceledError):
+            # TimeoutError first: it is also an OSError, which CONNECTION_ERRORS counts as "down".
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while reading PostgreSQL")
+        except CONNECTION_ERRORS as exc:
+            await self._unavailable(context, exc)
+        except asyncpg.exceptions.PostgresError as exc:
+            # Connection exceptions (08), operator intervention (57P), insufficient resources (53), and a
+            # database without the schema yet (42P01): health is NOT_SERVING meanwhile, the caller may retry.
+            if (exc.sqlstate or "").startswith(("08", "57P", "53", "42P01")):
+                await self._unavailable(context, exc)
+            log.exception("query failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "query failed")
+        raise AssertionError("unreachable")
+
+    async def _unavailable(self, context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+        now = time.monotonic()
+        if now - self._unavailable_logged >= UNAVAILABLE_LOG_INTERVAL_SECONDS:  # one line, not one per call
+            self._unavailable_logged = now
+            log.warning("PostgreSQL unavailable", extra={"error": str(exc) or type(exc).__name__})
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "PostgreSQL is unavailable, retry later")
+        raise AssertionError("unreachable")
+
+    async def ListSymbols(self, request: query_pb2.ListSymbolsRequest,
+                          context: grpc.aio.ServicerContext) -> query_pb2.ListSymbolsResponse:
+        active = request.active if request.HasField("active") else None
+        items = await self._run(context, lambda deadline: self.history.list_symbols(active, deadline))
+        return query_pb2.ListSymbolsResponse(items=items)
+
+    async def GetLatest(self, request: query_pb2.GetLatestRequest,
+                        context: grpc.aio.ServicerContext) -> query_pb2.GetLatestResponse:
+        problem = symbol_problem(request.symbol)
+        if problem:
+            violations = FieldViolations()
+            violations.add("symbol", problem)
+            await violations.abort_if_any(context)
+        return await self._run(context, lambda deadline: self.history.latest(request.symbol, deadline))
+
+    async def GetHistory(self, request: query_pb2.GetHistoryRequest,
+                         context: grpc.aio.ServicerContext) -> query_pb2.GetHistoryResponse:
+        query, violations = parse_history_request(request, self.settings.query_max_limit)
+        await violations.abort_if_any(context)
+        assert query is not None
+        return await self._run(context, lambda deadline: self.history.history(query, deadline))
+
+    async def WatchTicks(self, request: query_pb2.WatchTicksRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.WatchTicksResponse]:
+        violations = FieldViolations()
+        if not request.symbols:
+            violations.add("symbols", "give at least one symbol")
+        elif len(request.symbols) > MAX_WATCH_SYMBOLS:
+            violations.add("symbols", f"at most {MAX_WATCH_SYMBOLS} symbols per stream")
+        for index, symbol in enumerate(request.symbols):
+            problem = symbol_problem(symbol)
+            if problem:
+                violations.add(f"symbols[{index}]", problem)
+        await violations.abort_if_any(context)
+        symbols = list(dict.fromkeys(request.symbols))
+        unknown = await self._run(context, lambda deadline: self.history.unknown_symbols(symbols, deadline))
+        if unknown:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol: {', '.join(unknown)}")
+        try:
+            async with self.hub.watch(symbols) as queue:
+                # Headers go out once the subscriptions are in place: a client awaiting the initial
+                # metadata knows that every update committed from then on reaches it.
+                await context.send_initial_metadata(())
+                while True:
+                    item = await queue.get()
+                    if item is None:  # the server is shutting down
+                        return
+                    yield query_pb2.WatchTicksResponse(update=item[1])
+        except UnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

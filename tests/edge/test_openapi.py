@@ -1,0 +1,169 @@
+"""The OpenAPI document is generated from the descriptors, and the edge serves exactly the annotated RPCs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from marketdata.codegen import openapi
+from marketdata.codegen.protos import DESCRIPTOR_SET
+from marketdata.common.config import load_settings
+from marketdata.common.nats import NatsConnection
+from marketdata.edge import server
+from marketdata.edge.gateway import annotated_routes
+from marketdata.edge.sse import LiveHub
+from tests.support.stack import EdgeStack
+
+DOCUMENT = json.loads(server.OPENAPI_PATH.read_text())
+SCHEMAS = DOCUMENT["components"]["schemas"]
+
+
+def operation(path: str, method: str) -> dict:
+    return DOCUMENT["paths"][path][method]
+
+
+def params(path: str, method: str) -> dict[str, dict]:
+    return {p["name"]: p for p in operation(path, method).get("parameters", [])}
+
+
+def test_committed_document_is_what_the_generator_writes(tmp_path: Path) -> None:
+    target = openapi.write(DESCRIPTOR_SET, tmp_path / "openapi.json")
+    assert json.loads(target.read_text()) == DOCUMENT, "edge/openapi.json is stale: run `marketdata codegen`"
+
+
+def test_paths_and_methods_come_from_the_http_annotations() -> None:
+    rpc_paths = {(method.upper(), path) for path, methods in DOCUMENT["paths"].items()
+                 for method, spec in methods.items() if "x-grpc-method" in spec}
+    assert rpc_paths == {
+        ("POST", "/api/v1/webhooks/ticks"), ("POST", "/api/v1/webhooks/symbols"), ("GET", "/api/v1/symbols"),
+        ("GET", "/api/v1/ticks/{symbol}/latest"), ("GET", "/api/v1/ticks/{symbol}/history")}
+    assert operation("/api/v1/ticks/{symbol}/history", "get")["x-grpc-method"] == \
+        "/marketdata.v1.QueryService/GetHistory"
+    # Streaming and unannotated RPCs get no route.
+    assert not any("StreamTicks" in json.dumps(m) or "WatchTicks" in json.dumps(m) or "Rebuild" in json.dumps(m)
+                   for m in DOCUMENT["paths"].values())
+
+
+def test_parameters_follow_the_grpc_gateway_rules() -> None:
+    history = params("/api/v1/ticks/{symbol}/history", "get")
+    assert history["symbol"]["in"] == "path" and history["symbol"]["required"] is True
+    # Remaining fields of a GET are query parameters, under their JSON names (json_name from / to).
+    assert {name for name, p in history.items() if p["in"] == "query"} == {"view", "interval", "from", "to", "limit"}
+    assert history["from"]["schema"]["format"] == "date-time"
+    assert history["limit"]["schema"]["type"] == "integer" and history["limit"]["schema"]["minimum"] == 0
+    assert history["limit"]["description"].startswith("Maximum number of rows")
+    # `optional bool active` is a non-required boolean query parameter.
+    assert params("/api/v1/symbols", "get")["active"] == {
+        "name": "active", "in": "query", "required": False, "schema": {"type": "boolean"},
+        "description": "When set, only symbols whose active flag equals it."}
+    # body "*": the whole request message is the body, and there are no parameters.
+    ticks = operation("/api/v1/webhooks/ticks", "post")
+    assert "parameters" not in ticks
+    assert ticks["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PublishTicksRequest"}
+    assert ticks["security"] == [{"ApiKey": []}]
+    assert "security" not in operation("/api/v1/symbols", "get")
+
+
+def test_schemas_follow_the_protobuf_json_mapping() -> None:
+    candle = SCHEMAS["Candle"]["properties"]
+    assert candle["trades"]["type"] == "string" and candle["trades"]["format"] == "int64"  # int64 as string
+    assert candle["time"]["format"] == "date-time"  # Timestamp as RFC 3339
+    assert candle["close"] == {"type": "number", "format": "double"}
+    assert "sma10" in candle and "sma10" not in SCHEMAS["Candle"]["required"]  # optional → not required
+    assert "close" in SCHEMAS["Candle"]["required"]  # always printed in responses
+    assert "time" not in SCHEMAS["Candle"]["required"]  # message fields have presence
+    tick = SCHEMAS["Tick"]["properties"]
+    assert {"eventTime", "tradeId"} <= set(tick)  # lowerCamelCase
+    assert SCHEMAS["Side"] == {"type": "string", "enum": ["SIDE_UNSPECIFIED", "SIDE_BUY", "SIDE_SELL"],
+                               "description": "Side of the aggressor in a trade."}
+    # Request bodies: nothing required, unknown fields rejected.
+    tick_input = SCHEMAS["TickInput"]
+    assert "required" not in tick_input and tick_input["additionalProperties"] is False
+    assert SCHEMAS["PublishTicksRequest"]["properties"]["items"] == {
+        "type": "array", "items": {"$ref": "#/components/schemas/TickInput"}}
+    # Descriptions are the proto comments.
+    assert SCHEMAS["Tick"]["description"] == "One trade as reported by a source."
+    assert tick["price"]["description"] == "Trade price: finite and > 0."
+    assert operation("/api/v1/webhooks/ticks", "post")["summary"].startswith("Validates a batch of ticks")
+    history_response = SCHEMAS["GetHistoryResponse"]["properties"]
+    assert history_response["candles"]["items"] == {"$ref": "#/components/schemas/Candle"}
+
+
+def test_every_error_response_is_a_problem() -> None:
+    for path, methods in DOCUMENT["paths"].items():
+        for method, spec in methods.items():
+            for code, response in spec["responses"].items():
+                if code != "200":
+                    ref = response["$ref"].rsplit("/", 1)[-1]
+                    content = DOCUMENT["components"]["responses"][ref]["content"]
+                    assert list(content) == ["application/problem+json"], (path, method, code)
+
+
+# ---- served routes ↔ annotated RPCs ---------------------------------------------------------------------------
+
+def route_coverage(served: set[tuple[str, str]]) -> tuple[set, set]:
+    """(served /api/v1 routes with no RPC behind them, annotated RPCs with no served route)."""
+    annotated = {(verb, path) for verb, path, _ in annotated_routes()}
+    edge_own = {("GET", path) for path in openapi.EDGE_ROUTE_PATHS}
+    api = {route for route in served if route[1].startswith("/api/v1")}
+    return api - annotated - edge_own, annotated - served
+
+
+async def app_for(document: dict) -> object:
+    settings = load_settings({})
+    hub = LiveHub(NatsConnection("nats://127.0.0.1:1", "test"), settings.live_subject, max_streams=1)
+    edge = server.Edge(settings, document, server.Upstreams(server.upstream_addresses(settings)), hub)
+    return server.create_app(edge)
+
+
+async def test_served_routes_are_exactly_the_annotated_rpcs() -> None:
+    served = server.served_routes(await app_for(DOCUMENT))
+    unbacked, unrouted = route_coverage(served)
+    assert not unbacked, f"/api/v1 routes with no RPC behind them: {unbacked}"
+    assert not unrouted, f"annotated RPCs with no route: {unrouted}"
+    assert len(annotated_routes()) == 5
+    assert {("GET", "/realtime/ticks"), ("GET", "/metrics"), ("GET", "/")} <= served
+
+
+async def test_route_coverage_catches_a_route_without_rpc_and_an_rpc_without_route() -> None:
+    document = copy.deepcopy(DOCUMENT)
+    # A route nobody annotated, served by an edge handler...
+    document["paths"]["/api/v1/extra"] = {"get": {**document["paths"]["/api/v1/health/liveness"]["get"]}}
+    # ...and an annotated RPC dropped from the document.
+    del document["paths"]["/api/v1/symbols"]
+    unbacked, unrouted = route_coverage(server.served_routes(await app_for(document)))
+    assert unbacked == {("GET", "/api/v1/extra")}
+    assert unrouted == {("GET", "/api/v1/symbols")}
+
+
+async def test_the_edge_refuses_a_document_route_its_rpc_does_not_declare() -> None:
+    document = copy.deepcopy(DOCUMENT)
+    document["paths"]["/api/v1/other"] = {"get": {**document["paths"]["/api/v1/symbols"]["get"],
+                                                  "operationId": "other"}}
+    with pytest.raises(LookupError, match="has no such HTTP binding"):
+        await app_for(document)
+    document = copy.deepcopy(DOCUMENT)
+    document["paths"]["/api/v1/symbols"]["get"]["x-grpc-method"] = "/marketdata.v1.QueryService/Nope"
+    with pytest.raises(LookupError, match="no such RPC"):
+        await app_for(document)
+
+
+def test_the_running_edge_serves_the_generated_document(edge_stack: EdgeStack) -> None:
+    served = httpx.get(f"{edge_stack.base_url}/openapi.json").json()
+    assert served["paths"].keys() == DOCUMENT["paths"].keys()
+    assert served["components"]["schemas"].keys() == DOCUMENT["components"]["schemas"].keys()
+    assert served["components"]["schemas"]["Candle"]["required"] == SCHEMAS["Candle"]["required"]
+    # Every annotated RPC answers on its route over HTTP (not the router's 404).
+    for verb, path, _ in annotated_routes():
+        url = edge_stack.base_url + path.replace("{symbol}", "NOSUCHSYM")
+        response = httpx.request(verb, url, json={} if verb == "POST" else None,
+                                 headers={"x-api-key": edge_stack.api_key})
+        assert response.status_code != 405, (verb, path)
+        assert response.headers["content-type"].startswith(("application/json", "application/problem+json"))
+        if response.status_code == 404:
+            assert response.json()["detail"] != "Not Found", (verb, path)  # a service's answer, not the router's
