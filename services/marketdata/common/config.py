@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
 class SettingsError(ValueError):
@@ -16,30 +19,26 @@ class SettingsError(ValueError):
 _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: _N, low: _N, high: _N, parse: Callable[[str], _N]) -> _N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = "an integer" if parse is int else "a number"
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r}: must be an integer from {low} to {high}") from None
+        raise SettingsError(f"{name}={raw!r}: must be {kind} from {low} to {high}") from None
     if not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r}: must be an integer from {low} to {high}")
+        raise SettingsError(f"{name}={raw!r}: must be {kind} from {low} to {high}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _number(env, name, default, low, high, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: must be a number from {low} to {high}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r}: must be a number from {low} to {high}")
-    return value
+    return _number(env, name, default, low, high, float)
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 GRPC_HANDLED = Counter("grpc_server_handled_total", "gRPC calls completed", ["grpc_service", "grpc_method", "grpc_code"])
 GRPC_LATENCY = Histogram(
-    "grpc_server_handling_seconds", "gRPC call duration (unary calls)", ["grpc_service", "grpc_method"],
+    "grpc_server_handling_seconds", "gRPC call duration (a stream: its whole life)", ["grpc_service", "grpc_method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -33,7 +34,7 @@ def _split(method: str) -> tuple[str, str]:
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every call by code and times unary ones."""
+    """Counts every call by code and times it (a stream's time is its whole life)."""
 
     async def intercept_service(
         self,
@@ -45,35 +46,35 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, name = _split(handler_call_details.method)
 
-        def finish(context: grpc.aio.ServicerContext, started: float, timed: bool) -> None:
-            code = context.code() if hasattr(context, "code") else None
-            code_name = (code.name if isinstance(code, grpc.StatusCode) else "OK") if code else "OK"
-            GRPC_HANDLED.labels(service, name, code_name).inc()
-            if timed:
-                GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+        def finish(context: grpc.aio.ServicerContext, started: float) -> None:
+            code = context.code()
+            GRPC_HANDLED.labels(service, name, code.name if isinstance(code, grpc.StatusCode) else "OK").inc()
+            GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def timed(inner: Callable[..., Any]) -> Callable[..., Any]:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
                 try:
                     return await inner(request, context)
                 finally:
-                    finish(context, started, True)
+                    finish(context, started)
+            return call
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
-
-            async def stream_unary(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        def timed_stream(inner: Callable[..., Any]) -> Callable[..., Any]:
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
                 try:
-                    return await inner_su(request_iterator, context)
+                    async for response in inner(request, context):
+                        yield response
                 finally:
-                    finish(context, started, True)
+                    finish(context, started)
+            return stream
 
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer)
+        serializers = (handler.request_deserializer, handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(timed(handler.unary_unary), *serializers)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(timed(handler.stream_unary), *serializers)
+        if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
+            return grpc.unary_stream_rpc_method_handler(timed_stream(handler.unary_stream), *serializers)
         return handler
