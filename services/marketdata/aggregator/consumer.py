@@ -1,4 +1,12 @@
-"""The durable JetStream pull consumer: batch by size or time, one transaction per batch, ack after commit."""
+"""The durable JetStream pull consumer: batch by size or time, one transaction per batch, ack after commit.
+
+Pipelined: while one batch commits, the next is fetched and decoded. A batch closes when it holds
+batch_max_ticks ticks, when batch_max_wait_ms passed since its first message, or as soon as the committer is
+idle and JetStream has nothing more to deliver right now, so a quiet feed is committed at once and a busy
+one in large batches. Up to AGGREGATOR_COMMIT_CONCURRENCY batches commit at once, each in its own transaction; each
+message is acknowledged only after the transaction holding its ledger row committed. A batch is one
+statement (rollup.COMMIT_BATCH_JOINED): one round trip.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,9 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import asyncpg
 from google.protobuf.message import DecodeError
@@ -26,10 +35,16 @@ from marketdata.v1 import events_pb2, market_pb2
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # A message not acknowledged within this time is redelivered (to this or another replica).
 ACK_WAIT_SECONDS = 30.0
 MAX_MESSAGES_PER_FETCH = 256
+# How long to look for more messages once the committer is idle, before committing what is in hand.
+IDLE_POLL_SECONDS = 0.002
+# How often to look for more messages (and whether the committer is done) while it is busy.
+BUSY_POLL_SECONDS = 0.005
+# Batches committed at once, each in its own transaction on its own connection (like replicas: upserts
+# take their row locks in key order, so they cannot deadlock). Two keep PostgreSQL busy while the
+# aggregator hands over a result and ships the next batch.
 LEDGER_PRUNE_SECONDS = 60.0
 THROUGHPUT_WINDOW_SECONDS = 10.0
 
@@ -67,21 +82,80 @@ class Stats:
         return sum(n for _, n in self._recent) / THROUGHPUT_WINDOW_SECONDS
 
 
-def decode(msg: Msg, settings: Settings) -> list[market_pb2.Tick]:
-    """The ticks of a message, or PoisonMessage saying why they cannot be used."""
+_INF = math.inf
+
+
+@dataclass
+class Decoded:
+    """The ticks of one message as the columns of rollup.COMMIT_BATCH."""
+
+    msg: Msg
+    seq: int
+    symbols: list[str]
+    trade_ids: list[str]
+    event_us: list[int]
+    prices: list[float]
+    sizes: list[float]
+    sides: list[int]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+
+def decode_columns(msg: Msg, settings: Settings) -> Decoded:
+    """The ticks of a message as columns, or PoisonMessage saying why they cannot be used."""
     try:
-        batch = events_pb2.TickBatch.FromString(msg.data)
+        items = events_pb2.TickBatch.FromString(msg.data).items
     except DecodeError as exc:
         raise PoisonMessage(f"not a marketdata.v1.TickBatch: {exc}") from exc
     symbol = msg.subject[len(settings.ticks_subject_prefix) + 1:]
-    for index, tick in enumerate(batch.items):
-        if tick.symbol != symbol:
-            raise PoisonMessage(f"items[{index}].symbol {tick.symbol!r} does not match subject {msg.subject}")
-        if not (math.isfinite(tick.price) and tick.price > 0 and math.isfinite(tick.size) and tick.size >= 0):
-            raise PoisonMessage(f"items[{index}] has an invalid price or size")
-        if not tick.trade_id or not tick.HasField("event_time"):
-            raise PoisonMessage(f"items[{index}] lacks a trade_id or event_time")
-    return list(batch.items)
+    symbols: list[str] = []
+    trade_ids: list[str] = []
+    event_us: list[int] = []
+    prices: list[float] = []
+    sizes: list[float] = []
+    sides: list[int] = []
+    sources: list[str] = []
+    for tick in items:  # one pass, one wrapper object per tick; the checks run on the columns below
+        if not tick.HasField("event_time"):
+            raise PoisonMessage(f"items[{len(symbols)}] lacks a trade_id or event_time")
+        ts = tick.event_time
+        symbols.append(tick.symbol)
+        trade_ids.append(tick.trade_id)
+        event_us.append(ts.seconds * 1_000_000 + ts.nanos // 1000)
+        prices.append(tick.price)
+        sizes.append(tick.size)
+        sides.append(tick.side)
+        sources.append(tick.source)
+    if symbols.count(symbol) != len(symbols):
+        index = next(i for i, s in enumerate(symbols) if s != symbol)
+        raise PoisonMessage(f"items[{index}].symbol {symbols[index]!r} does not match subject {msg.subject}")
+    # NaN fails every comparison, so these also reject NaN.
+    if not (all(0 < p < _INF for p in prices) and all(0 <= z < _INF for z in sizes)):
+        index = next(i for i, (p, z) in enumerate(zip(prices, sizes)) if not (0 < p < _INF and 0 <= z < _INF))
+        raise PoisonMessage(f"items[{index}] has an invalid price or size")
+    if not all(trade_ids):
+        raise PoisonMessage(f"items[{trade_ids.index('')}] lacks a trade_id or event_time")
+    return Decoded(msg, msg.metadata.sequence.stream, symbols, trade_ids, event_us, prices, sizes, sides, sources)
+
+
+def _joined(values: list[str]) -> str | None:
+    """The strings joined by the separator, or None if one of them contains it (or the result would be the
+    empty string, which string_to_array reads as no element at all)."""
+    joined = rollup.JOINED_SEPARATOR.join(values)
+    return joined if joined and joined.count(rollup.JOINED_SEPARATOR) == len(values) - 1 else None
+
+
+def commit_arguments(stream: str, seqs: list[int], tick_seqs: list[int], symbols: list[str], trade_ids: list[str],
+                     event_us: list[int], prices: list[float], sizes: list[float], sides: list[int],
+                     sources: list[str]) -> tuple[object, ...]:
+    """rollup.COMMIT_BATCH_JOINED and its arguments, or COMMIT_BATCH's when a string holds the separator."""
+    texts = [_joined(symbols), _joined(trade_ids), _joined(sources)]
+    if all(text is not None for text in texts):
+        return (rollup.COMMIT_BATCH_JOINED, stream, seqs, ",".join(map(str, tick_seqs)), texts[0], texts[1],
+                ",".join(map(str, event_us)), prices, sizes, ",".join(map(str, sides)), texts[2])
+    return (rollup.COMMIT_BATCH, stream, seqs, tick_seqs, symbols, trade_ids, event_us, prices, sizes, sides, sources)
 
 
 class Aggregator:
@@ -92,6 +166,10 @@ class Aggregator:
         self.stats = Stats()
         self.consuming = False
         self._subscription = None
+        self._carry: list[Decoded] = []
+        self._ticks_per_message = 100
+        # symbol -> (batch number, minute) of the last live update sent.
+        self._live_published: dict[str, tuple[int, datetime]] = {}
 
     async def consumer_info(self) -> api.ConsumerInfo:
         client = await self.nats.wait_connected(timeout=2)
@@ -117,24 +195,48 @@ class Aggregator:
             ),
         )
 
-    async def _fetch_batch(self) -> list[Msg]:
-        """Messages until batch_max_ticks ticks are in hand or batch_max_wait_ms passed since the first."""
+    async def _fetch_batch(self, client: NATS, committer_idle: Callable[[], bool]) -> list[Decoded]:
+        """Decoded messages until batch_max_ticks ticks are in hand, batch_max_wait_ms passed since the first,
+        or the committer is idle and nothing more is available now. Poison messages are dead-lettered here;
+        messages beyond batch_max_ticks are kept for the next batch."""
         assert self._subscription is not None
-        messages = await self._subscription.fetch(MAX_MESSAGES_PER_FETCH, timeout=1.0)
-        deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-        # The size of a message is proportional to its tick count, within a few bytes per tick.
-        ticks = sum(len(m.data) for m in messages) // 40
-        while ticks < self.settings.batch_max_ticks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        batch, self._carry = self._carry, []
+        ticks = sum(len(d) for d in batch)
+        limit = self.settings.batch_max_ticks
+        deadline = None if not batch else time.monotonic() + self.settings.batch_max_wait_ms / 1000
+        while ticks < limit:
+            if deadline is None:
+                timeout = 1.0  # nothing in hand: wait for the first message
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                timeout = min(remaining, IDLE_POLL_SECONDS if committer_idle() else BUSY_POLL_SECONDS)
+            # Ask for about as many messages as the batch still has room for.
+            wanted = max(1, min(MAX_MESSAGES_PER_FETCH, -(-(limit - ticks) // max(1, self._ticks_per_message))))
             try:
-                more = await self._subscription.fetch(MAX_MESSAGES_PER_FETCH, timeout=remaining)
+                messages = await self._subscription.fetch(wanted, timeout=timeout)
             except (NatsTimeoutError, asyncio.TimeoutError):
-                break
-            messages.extend(more)
-            ticks += sum(len(m.data) for m in more) // 40
-        return messages
+                if deadline is None:
+                    raise
+                if committer_idle():
+                    break
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+            for msg in messages:
+                try:
+                    decoded = decode_columns(msg, self.settings)
+                except PoisonMessage as exc:
+                    await self._dead_letter(client, msg, str(exc))
+                    continue
+                if ticks >= limit:
+                    self._carry.append(decoded)
+                    continue
+                batch.append(decoded)
+                ticks += len(decoded)
+                self._ticks_per_message = max(1, (self._ticks_per_message * 7 + len(decoded)) // 8)
+        return batch
 
     async def _dead_letter(self, client: NATS, msg: Msg, reason: str) -> None:
         letter = events_pb2.DeadLetter(subject=msg.subject, stream_sequence=msg.metadata.sequence.stream,
@@ -148,49 +250,50 @@ class Aggregator:
         log.error("message dead-lettered", extra={"subject": msg.subject, "reason": reason,
                                                   "sequence": msg.metadata.sequence.stream})
 
-    async def _commit(self, messages: list[tuple[Msg, list[market_pb2.Tick]]]) -> list[asyncpg.Record]:
-        """One transaction: ledger, audit rows, ticks and rollups. Returns the live-update rows."""
-        stream = self.settings.stream
-        async with self.pool.acquire() as conn, conn.transaction():
-            ledger = await conn.fetch(rollup.LEDGER_INSERT, stream, [m.metadata.sequence.stream for m, _ in messages])
-            fresh = {row["seq"] for row in ledger}
-            symbols: list[str] = []
-            trade_ids: list[str] = []
-            event_us: list[int] = []
-            prices: list[float] = []
-            sizes: list[float] = []
-            sides: list[int] = []
-            sources: list[str] = []
-            raw: list[tuple[object, ...]] = []
-            for msg, ticks in messages:
-                seq = msg.metadata.sequence.stream
-                if seq not in fresh:
-                    continue  # redelivered after an earlier commit: already applied
-                for tick in ticks:
-                    ts = tick.event_time
-                    micros = ts.seconds * 1_000_000 + ts.nanos // 1000
-                    symbols.append(tick.symbol)
-                    trade_ids.append(tick.trade_id)
-                    event_us.append(micros)
-                    prices.append(tick.price)
-                    sizes.append(tick.size)
-                    sides.append(tick.side)
-                    sources.append(tick.source)
-                    raw.append((stream, seq, tick.symbol, tick.trade_id, EPOCH + timedelta(microseconds=micros),
-                                tick.price, tick.size, tick.side, tick.source))
-            if not raw:
-                return []
-            await conn.copy_records_to_table("ticks_raw", records=raw, columns=rollup.RAW_COLUMNS)
-            rows = await conn.fetch(rollup.FOLD_TICKS, symbols, trade_ids, event_us, prices, sizes, sides, sources)
+    async def _commit(self, batch: list[Decoded]) -> list[asyncpg.Record]:
+        """One statement, hence one transaction: ledger, audit rows, ticks and rollups. Returns the
+        live-update rows (none when no tick was new)."""
+        seqs: list[int] = []
+        tick_seqs: list[int] = []
+        symbols: list[str] = []
+        trade_ids: list[str] = []
+        event_us: list[int] = []
+        prices: list[float] = []
+        sizes: list[float] = []
+        sides: list[int] = []
+        sources: list[str] = []
+        for d in batch:
+            seqs.append(d.seq)
+            tick_seqs.extend([d.seq] * len(d))
+            symbols.extend(d.symbols)
+            trade_ids.extend(d.trade_ids)
+            event_us.extend(d.event_us)
+            prices.extend(d.prices)
+            sizes.extend(d.sizes)
+            sides.extend(d.sides)
+            sources.extend(d.sources)
+        rows = await self.pool.fetch(*commit_arguments(self.settings.stream, seqs, tick_seqs, symbols, trade_ids,
+                                                       event_us, prices, sizes, sides, sources))
         inserted = rows[0]["inserted"] if rows else 0
-        self.stats.record(inserted, len(raw) - inserted)
-        COMMITTED.inc(inserted)
-        DUPLICATES.inc(len(raw) - inserted)
-        return rows
+        received = rows[0]["received"] if rows else 0
+        if received:
+            self.stats.record(inserted, received - inserted)
+            COMMITTED.inc(inserted)
+            DUPLICATES.inc(received - inserted)
+        return [row for row in rows if row["symbol"] is not None]
 
-    async def _publish_live(self, client: NATS, rows: list[asyncpg.Record]) -> None:
+    async def _publish_live(self, client: NATS, rows: list[asyncpg.Record], number: int = 0) -> None:
         commit_time = datetime.now(timezone.utc)
         for row in rows:
+            # With batches committing concurrently, one dispatched earlier can finish later: never send a
+            # symbol's older minute after a later batch sent a newer one (same minute: this snapshot, taken
+            # after the other's commit because the candle row lock serialised them, is the newer one).
+            published = self._live_published.get(row["symbol"])
+            if published is not None and published[0] > number:
+                if row["bucket"] < published[1]:
+                    continue
+            else:
+                self._live_published[row["symbol"]] = (number, row["bucket"])
             update = events_pb2.LiveUpdate(
                 symbol=row["symbol"],
                 last_tick=market_pb2.Tick(symbol=row["symbol"], trade_id=row["trade_id"], price=row["price"],
@@ -204,51 +307,65 @@ class Aggregator:
             update.commit_time.FromDatetime(commit_time)
             await client.publish(self.settings.live_subject(row["symbol"]), update.SerializeToString())
 
-    async def process(self, client: NATS, messages: list[Msg]) -> None:
-        decoded: list[tuple[Msg, list[market_pb2.Tick]]] = []
-        for msg in messages:
-            try:
-                decoded.append((msg, decode(msg, self.settings)))
-            except PoisonMessage as exc:
-                await self._dead_letter(client, msg, str(exc))
-        if not decoded:
+    async def process(self, client: NATS, batch: list[Decoded], number: int = 0) -> None:
+        if not batch:
             return
         started = time.perf_counter()
-        rows = await self._commit(decoded)
+        rows = await self._commit(batch)
         BATCH_SECONDS.set(time.perf_counter() - started)
-        for msg, _ in decoded:
-            await msg.ack()
-        await self._publish_live(client, rows)
+        for decoded in batch:
+            await decoded.msg.ack()
+        await self._publish_live(client, rows, number)
+
+    async def _process_or_redeliver(self, client: NATS, batch: list[Decoded], number: int) -> None:
+        try:
+            await self.process(client, batch, number)
+        except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+            # Not acknowledged: JetStream redelivers; the ledger makes the retry exact.
+            log.warning("batch not committed, will be redelivered", extra={"error": str(exc) or type(exc).__name__,
+                                                                           "messages": len(batch)})
+            for decoded in batch:
+                try:
+                    await decoded.msg.nak(delay=1)
+                except Exception:  # noqa: BLE001 - redelivered after ack_wait anyway
+                    pass
+            await asyncio.sleep(1)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consumes until stopping is set; survives NATS and PostgreSQL outages."""
         client = await self.nats.wait_connected()
-        while not stopping.is_set():
-            try:
-                if self._subscription is None:
-                    await self._subscribe(client)
-                    self.consuming = True
-                messages = await self._fetch_batch()
-            except (NatsTimeoutError, asyncio.TimeoutError):
-                continue
-            except Exception as exc:  # noqa: BLE001 - NATS away: retry the subscription
-                log.warning("cannot consume from JetStream", extra={"error": str(exc) or type(exc).__name__})
-                self.consuming = False
-                self._subscription = None
-                await asyncio.sleep(1)
-                continue
-            try:
-                await self.process(client, messages)
-            except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
-                # Not acknowledged: JetStream redelivers; the ledger makes the retry exact.
-                log.warning("batch not committed, will be redelivered", extra={"error": str(exc) or type(exc).__name__,
-                                                                               "messages": len(messages)})
-                for msg in messages:
-                    try:
-                        await msg.nak(delay=1)
-                    except Exception:  # noqa: BLE001 - redelivered after ack_wait anyway
-                        pass
-                await asyncio.sleep(1)
+        committing: set[asyncio.Task[None]] = set()
+        number = 0
+
+        def committer_idle() -> bool:
+            return sum(1 for task in committing if not task.done()) < self.settings.commit_concurrency
+
+        try:
+            while not stopping.is_set():
+                try:
+                    if self._subscription is None:
+                        self._carry = []
+                        await self._subscribe(client)
+                        self.consuming = True
+                    batch = await self._fetch_batch(client, committer_idle)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    continue
+                except Exception as exc:  # noqa: BLE001 - NATS away: retry the subscription
+                    log.warning("cannot consume from JetStream", extra={"error": str(exc) or type(exc).__name__})
+                    self.consuming = False
+                    self._subscription = None
+                    await asyncio.sleep(1)
+                    continue
+                while len(committing) >= self.settings.commit_concurrency:
+                    done, _ = await asyncio.wait(committing, return_when=asyncio.FIRST_COMPLETED)
+                    committing -= done
+                    for task in done:
+                        task.result()  # an unexpected error stops the consumer, as it always did
+                number += 1
+                committing.add(asyncio.create_task(self._process_or_redeliver(client, batch, number)))
+        finally:
+            if committing:
+                await asyncio.shield(asyncio.gather(*committing, return_exceptions=True))
 
     async def prune_ledger(self, stopping: asyncio.Event) -> None:
         """Drops ledger rows below the ack floor: those messages can never be redelivered."""

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 # Aggregates of one (symbol, minute) over a set of ticks named {source}.
 _MINUTES = """
-SELECT symbol, date_trunc('minute', event_time) AS bucket,
+SELECT symbol COLLATE "C" AS symbol, date_trunc('minute', event_time) AS bucket,
        min(price) AS low, max(price) AS high, sum(size) AS volume, count(*) AS trades,
        sum(price * size) AS turnover, sum(price) AS price_sum,
-       (array_agg(price ORDER BY event_time, trade_id))[1] AS open,
-       (array_agg(event_time ORDER BY event_time, trade_id))[1] AS open_time,
-       (array_agg(trade_id ORDER BY event_time, trade_id))[1] AS open_trade_id,
-       (array_agg(price ORDER BY event_time, trade_id))[count(*)] AS close,
-       (array_agg(event_time ORDER BY event_time, trade_id))[count(*)] AS close_time,
-       (array_agg(trade_id ORDER BY event_time, trade_id))[count(*)] AS close_trade_id
+       (array_agg(price ORDER BY event_time, trade_id COLLATE "C"))[1] AS open,
+       (array_agg(event_time ORDER BY event_time, trade_id COLLATE "C"))[1] AS open_time,
+       (array_agg(trade_id ORDER BY event_time, trade_id COLLATE "C"))[1] AS open_trade_id,
+       (array_agg(price ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close,
+       (array_agg(event_time ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_time,
+       (array_agg(trade_id ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_trade_id{extra}
 FROM {source}
 GROUP BY 1, 2
 """
+
+# The latest tick of each (symbol, minute) in full, for the live updates of FOLD_TICKS.
+_CLOSE_TICK = """,
+       (array_agg(size ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_size,
+       (array_agg(side ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_side,
+       (array_agg(source ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_source"""
 
 _UPSERT_OHLC = """
 INSERT INTO ohlc_1m AS c (symbol, bucket, open, high, low, close, volume, trades, turnover,
@@ -76,6 +82,37 @@ RETURNING 1
 # $5 size float8[], $6 side int2[], $7 source text[].
 # Returns one row per symbol that gained ticks: its latest new tick and that tick's committed candle,
 # plus the number of new ticks of the whole batch (same on every row).
+#
+# Sorts and groupings compare symbols and trade ids with COLLATE "C" (bytewise, no strcoll): symbols are
+# [A-Z0-9._-] (ingest validates them), so upserts still take their row locks in one global order; the
+# latest tick of each symbol is read from the per-minute aggregates (a few rows) rather than re-sorting
+# every inserted tick.
+_FOLD_BODY = f"""
+inserted AS (
+    INSERT INTO ticks_history (symbol, trade_id, event_time, price, size, side, source)
+    SELECT symbol, trade_id, event_time, price, size, side, source FROM batch
+    ORDER BY symbol COLLATE "C", trade_id COLLATE "C"
+    ON CONFLICT (symbol, trade_id) DO NOTHING
+    RETURNING symbol, trade_id, event_time, price, size, side, source
+),
+minutes AS ({_MINUTES.format(source="inserted", extra=_CLOSE_TICK)}),
+candles AS ({_UPSERT_OHLC}),
+metrics AS ({_UPSERT_METRICS}),
+latest AS (
+    SELECT DISTINCT ON (symbol) symbol, bucket, close_trade_id AS trade_id, close_time AS event_time,
+           close::float8 AS price, close_size::float8 AS size, close_side AS side, close_source AS source
+    FROM minutes ORDER BY symbol, bucket DESC
+),
+counts AS (
+    SELECT coalesce(sum(trades), 0)::int8 AS inserted, count(*) AS minutes FROM minutes
+)
+SELECT l.symbol, l.trade_id, l.event_time, l.price, l.size, l.side, l.source,
+       c.bucket, c.open, c.high, c.low, c.close, c.volume, c.trades, c.vwap,
+       n.inserted, n.minutes, (SELECT count(*) FROM metrics) AS metrics_rows{{received}}
+FROM counts n
+LEFT JOIN (latest l JOIN candles c ON c.symbol = l.symbol AND c.bucket = l.bucket) ON true
+"""
+
 FOLD_TICKS = f"""
 WITH batch AS (
     SELECT symbol, trade_id, timestamptz 'epoch' + event_us * interval '1 microsecond' AS event_time,
@@ -83,27 +120,52 @@ WITH batch AS (
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::float8[], $6::int2[], $7::text[])
          AS t(symbol, trade_id, event_us, price, size, side, source)
 ),
-inserted AS (
-    INSERT INTO ticks_history (symbol, trade_id, event_time, price, size, side, source)
-    SELECT * FROM batch ORDER BY symbol, trade_id
-    ON CONFLICT (symbol, trade_id) DO NOTHING
-    RETURNING symbol, trade_id, event_time, price, size, side, source
+{_FOLD_BODY.format(received="")}"""
+
+# The aggregator's whole batch in one statement (one round trip, one implicit transaction): the ledger
+# insert of the batch's message sequences, the ticks of the messages that were new to the ledger into
+# ticks_raw (as received, doubles) and folded as FOLD_TICKS does. A redelivered message finds its
+# sequence in the ledger and contributes nothing.
+# $1 stream, $2 message seqs int8[], then per tick: $3 message seq, $4 symbol, $5 trade_id, $6 event µs,
+# $7 price float8[], $8 size float8[], $9 side, $10 source.
+# COMMIT_BATCH takes $3..$6, $9 and $10 as arrays. COMMIT_BATCH_JOINED takes them as one text each: the
+# integers joined by ',', the strings by JOINED_SEPARATOR (when no string contains it), which costs the
+# client a fraction of encoding arrays element by element (asyncpg type-checks every element).
+# Always returns at least one row: `received` (ticks of new messages) and `inserted` (distinct new ticks);
+# symbol is NULL on that row when no tick was new.
+JOINED_SEPARATOR = "\x1f"
+
+_COMMIT_BATCH = """
+WITH ledger AS (
+    INSERT INTO processed_messages (stream, seq)
+    SELECT $1, seq FROM unnest($2::int8[]) AS seq ORDER BY seq
+    ON CONFLICT DO NOTHING
+    RETURNING seq
 ),
-minutes AS ({_MINUTES.format(source="inserted")}),
-candles AS ({_UPSERT_OHLC}),
-metrics AS ({_UPSERT_METRICS}),
-latest AS (
-    SELECT DISTINCT ON (symbol) symbol, trade_id, event_time, price::float8 AS price, size::float8 AS size,
-           side, source
-    FROM inserted ORDER BY symbol, event_time DESC, trade_id DESC
-)
-SELECT l.symbol, l.trade_id, l.event_time, l.price, l.size, l.side, l.source,
-       c.bucket, c.open, c.high, c.low, c.close, c.volume, c.trades, c.vwap,
-       (SELECT count(*) FROM inserted) AS inserted,
-       (SELECT count(*) FROM metrics) AS minutes
-FROM latest l
-JOIN candles c ON c.symbol = l.symbol AND c.bucket = date_trunc('minute', l.event_time)
-"""
+fresh AS (
+    SELECT t.seq, t.symbol, t.trade_id, timestamptz 'epoch' + t.event_us * interval '1 microsecond' AS event_time,
+           t.price AS price_f, t.size AS size_f, t.side, t.source
+    FROM unnest({inputs}) AS t(seq, symbol, trade_id, event_us, price, size, side, source)
+    WHERE t.seq IN (SELECT seq FROM ledger)
+),
+raw AS (
+    INSERT INTO ticks_raw (stream, stream_seq, symbol, trade_id, event_time, price, size, side, source)
+    SELECT $1, seq, symbol, trade_id, event_time, price_f, size_f, side, source FROM fresh
+),
+batch AS (
+    SELECT symbol, trade_id, event_time, price_f::numeric AS price, size_f::numeric AS size, side, source FROM fresh
+),
+{body}"""
+
+COMMIT_BATCH = _COMMIT_BATCH.format(
+    inputs="$3::int8[], $4::text[], $5::text[], $6::int8[], $7::float8[], $8::float8[], $9::int2[], $10::text[]",
+    body=_FOLD_BODY.format(received=", (SELECT count(*) FROM fresh) AS received"))
+
+COMMIT_BATCH_JOINED = _COMMIT_BATCH.format(
+    inputs="string_to_array($3::text, ',')::int8[], string_to_array($4::text, E'\\x1f'), "
+           "string_to_array($5::text, E'\\x1f'), string_to_array($6::text, ',')::int8[], $7::float8[], $8::float8[], "
+           "string_to_array($9::text, ',')::int2[], string_to_array($10::text, E'\\x1f')",
+    body=_FOLD_BODY.format(received=", (SELECT count(*) FROM fresh) AS received"))
 
 # Rebuild: $1 symbol, $2 from (inclusive), $3 to (exclusive), both minute-aligned.
 REBUILD_DELETE = """
@@ -112,7 +174,7 @@ DELETE FROM metrics_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3
 """
 
 REBUILD_INSERT = f"""
-WITH minutes AS ({_MINUTES.format(
+WITH minutes AS ({_MINUTES.format(extra="",
     source="(SELECT * FROM ticks_history WHERE symbol = $1 AND event_time >= $2 AND event_time < $3) AS t")}),
 candles AS ({_UPSERT_OHLC}),
 metrics AS ({_UPSERT_METRICS})
@@ -131,4 +193,5 @@ RETURNING seq
 
 LEDGER_PRUNE = "DELETE FROM processed_messages WHERE stream = $1 AND seq <= $2"
 
+# Columns of ticks_raw, in the order the audit rows are written (the benchmark COPYs them as a ceiling).
 RAW_COLUMNS = ("stream", "stream_seq", "symbol", "trade_id", "event_time", "price", "size", "side", "source")

@@ -109,6 +109,8 @@ class Settings:
     # Aggregator batching.
     batch_max_ticks: int
     batch_max_wait_ms: int
+    # Batches committing at once (the next is decoded meanwhile); row locks are taken in key order.
+    commit_concurrency: int
     # Query limits.
     query_max_limit: int
     # Edge.
@@ -189,6 +191,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_trade_id_length=_int(env, "INGEST_MAX_TRADE_ID_LENGTH", 64, 1, 1024),
         batch_max_ticks=_int(env, "AGGREGATOR_BATCH_MAX_TICKS", 5_000, 1, 1_000_000),
         batch_max_wait_ms=_int(env, "AGGREGATOR_BATCH_MAX_WAIT_MS", 100, 1, 60_000),
+        commit_concurrency=_int(env, "AGGREGATOR_COMMIT_CONCURRENCY", 2, 1, 16),
         query_max_limit=_int(env, "QUERY_MAX_LIMIT", 5_000, 1, 1_000_000),
         web_dist_dir=Path(web_dist) if web_dist else None,
         cors_origins=tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),

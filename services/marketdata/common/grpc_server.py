@@ -59,6 +59,7 @@ class GrpcServiceHost:
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: bool | None = None
+        self._failed = False
 
     def add_service(self, full_name: str) -> None:
         """Declares a service already added to `self.server` (for health and reflection)."""
@@ -71,8 +72,20 @@ class GrpcServiceHost:
         self._cleanups.append(cleanup)
 
     def add_background(self, coroutine: Awaitable[None], name: str) -> None:
-        """Runs a task for the life of the server; it is cancelled at shutdown after the drain."""
-        self._tasks.append(asyncio.create_task(coroutine, name=name))  # type: ignore[arg-type]
+        """Runs a task for the life of the server; it is cancelled at shutdown after the drain.
+
+        A task that fails is fatal: the server shuts down and exits non-zero, so that its supervisor
+        (Kubernetes, `marketdata dev`) restarts it rather than leaving a healthy-looking idle process."""
+        task = asyncio.create_task(coroutine, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._on_background_done)
+        self._tasks.append(task)
+
+    def _on_background_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None or self.stopping.is_set():
+            return
+        log.error("background task %s failed; shutting down", task.get_name(), exc_info=task.exception())
+        self._failed = True
+        self.stopping.set()
 
     async def dependency_status(self) -> dict[str, bool]:
         names = list(self._dependencies)
@@ -136,3 +149,5 @@ class GrpcServiceHost:
             except Exception:  # noqa: BLE001 - keep closing the rest
                 log.exception("cleanup failed")
         log.info("stopped")
+        if self._failed:
+            raise SystemExit(1)

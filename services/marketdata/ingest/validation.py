@@ -67,6 +67,10 @@ def validate_ticks(
         return batch, violations
 
     latest_allowed = (time.time() if now is None else now) + rules.max_future_skew_seconds
+    fast = _valid_batch(ticks, rules, symbol_status, latest_allowed)
+    if fast is not None:
+        return fast, violations
+    # Some tick is invalid: the full pass below names every problem.
     seen: set[tuple[str, str]] = set()
     reported = 0
     problems = 0
@@ -123,6 +127,50 @@ def validate_ticks(
     if problems > reported:
         violations.add("items", f"{problems - reported} more problems not listed")
     return batch, violations
+
+
+_INF = math.inf
+
+
+def _valid_batch(ticks: Sequence[market_pb2.Tick], rules: TickRules, symbol_status: Callable[[str], bool | None],
+                 latest_allowed: float) -> ValidatedBatch | None:
+    """The batch when every tick is valid (the common case), checked in one lean pass; None at the first
+    problem. Each distinct symbol is checked once; derived trade ids are only assigned once all are valid."""
+    batch = ValidatedBatch()
+    by_symbol = batch.by_symbol
+    symbols_ok: dict[str, bool] = {}
+    seen: set[tuple[str, str]] = set()
+    derived: list[tuple[market_pb2.Tick, str]] = []
+    max_trade_id = rules.max_trade_id_length
+    for tick in ticks:
+        symbol = tick.symbol
+        ok = symbols_ok.get(symbol)
+        if ok is None:
+            ok = symbols_ok[symbol] = bool(SYMBOL_PATTERN.match(symbol)) and symbol_status(symbol) is True
+        # 0 < x < inf is false for NaN and the infinities, like isfinite(x) and x > 0.
+        if not ok or not (0 < tick.price < _INF and 0 <= tick.size < _INF) or not tick.HasField("event_time"):
+            return None
+        ts = tick.event_time
+        if ts.seconds + ts.nanos / 1e9 > latest_allowed:
+            return None
+        trade_id = tick.trade_id
+        if len(trade_id) > max_trade_id or tick.side not in _SIDES or len(tick.source) > MAX_SOURCE_LENGTH:
+            return None
+        if not trade_id:
+            trade_id = derived_trade_id(tick)
+            derived.append((tick, trade_id))
+        key = (symbol, trade_id)
+        if key in seen:
+            batch.duplicates += 1
+            continue
+        seen.add(key)
+        group = by_symbol.get(symbol)
+        if group is None:
+            group = by_symbol[symbol] = []
+        group.append(tick)
+    for tick, trade_id in derived:
+        tick.trade_id = trade_id
+    return batch
 
 
 def validate_symbols(symbols: Sequence[market_pb2.Symbol]) -> FieldViolations:

@@ -1,0 +1,1 @@
+"""`marketdata bench`: the platform measured end to end against its targets and its ceilings, in one run."""
