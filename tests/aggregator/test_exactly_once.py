@@ -14,7 +14,7 @@ import pytest
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
 from tests.support.processes import ServiceProcess, wait_for
 from tests.support.stack import Stack
-from tests.support.ticks import (assert_rollups_match, expected_minutes, make_ticks, publish, stored_minutes,
+from tests.support.ticks import (TickSpec, assert_rollups_match, expected_minutes, make_ticks, publish, stored_minutes,
                                  with_duplicates)
 
 
@@ -151,3 +151,26 @@ def test_rebuild_rejects_bad_ranges_and_unknown_symbols(pipeline: Stack) -> None
         with pytest.raises(grpc.RpcError) as unknown:
             stub.Rebuild(request, timeout=5)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_ids_and_sources_with_unusual_characters_are_stored_verbatim(pipeline: Stack, database_url: str) -> None:
+    """Strings holding the aggregator's column separator take its array path; both paths give the same result."""
+    symbols = unique_symbols("U", 1)
+    pipeline.seed_symbols(*symbols)
+    ticks = make_ticks(symbols, 40, minutes=3, seed=13)
+    odd_ids = ["with\x1fseparator", "comma,and;semicolon", "quote'\"back\\slash", "ünïcødé ✓", "{braces}"]
+    ticks = [TickSpec(t.symbol, odd_ids[n] if n < len(odd_ids) else t.trade_id, t.event_us, t.price, t.size)
+             for n, t in enumerate(ticks)]
+    publish(pipeline.ingest.address, pipeline.api_key, ticks)
+    wait_committed(database_url, symbols, len(ticks), timeout=30)
+
+    async def stored_ids() -> set[str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return {r["trade_id"] for r in await conn.fetch(
+                "SELECT trade_id FROM ticks_history WHERE symbol = $1", symbols[0])}
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored_ids()) == {t.trade_id for t in ticks}
+    assert_rollups_match(expected_minutes(ticks), *asyncio.run(stored_minutes(database_url, symbols)))

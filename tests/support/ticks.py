@@ -45,7 +45,7 @@ def make_ticks(symbols: Sequence[str], count: int, minutes: int = 30, seed: int 
     for n in range(count):
         symbol = symbols[n % len(symbols)]
         # Some ticks share an exact timestamp, so ties are broken by trade_id.
-        event_us = rng.randrange(start_us, end_us) if n % 10 else start_us + (n % 7) * 60_000_000
+        event_us = rng.randrange(start_us, end_us) if n % 10 else start_us + (n % 7) * 60_000_000 % (end_us - start_us)
         ticks.append(TickSpec(symbol, f"tr-{n}", event_us, round(rng.uniform(90, 110), 2),
                               round(rng.uniform(0.001, 5), 4)))
     return ticks
