@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from .deploy_helpers import (CHART, NAMESPACE, SCENARIOS, find, load_yaml, pod_spec, render_text,
+from .deploy_helpers import (CHART, NAMESPACE, SCENARIOS, find, load_yaml, pod_spec,
                             run_helm)
 
 APP_COMPONENTS = ("ingest", "aggregator", "query", "edge", "feeder")

@@ -21,9 +21,6 @@ from marketdata.v1 import events_pb2, market_pb2
 from tests.support.processes import ServiceProcess, wait_for
 from tests.support.stack import REPO_ROOT, EdgeStack
 
-# connexion imports starlette's test client, which warns about httpx once, at import time.
-import connexion  # noqa: E402,F401 - imported here, under that filter
-
 
 def unique_symbol(prefix: str = "E") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10].upper()}USDT"[:20]

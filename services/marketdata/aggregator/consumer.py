@@ -87,20 +87,14 @@ _INF = math.inf
 
 @dataclass
 class Decoded:
-    """The ticks of one message as the columns of rollup.COMMIT_BATCH."""
+    """One message and its ticks."""
 
     msg: Msg
     seq: int
-    symbols: list[str]
-    trade_ids: list[str]
-    event_us: list[int]
-    prices: list[float]
-    sizes: list[float]
-    sides: list[int]
-    sources: list[str]
+    ticks: rollup.TickColumns
 
     def __len__(self) -> int:
-        return len(self.symbols)
+        return len(self.ticks)
 
 
 def decode_columns(msg: Msg, settings: Settings) -> Decoded:
@@ -110,13 +104,9 @@ def decode_columns(msg: Msg, settings: Settings) -> Decoded:
     except DecodeError as exc:
         raise PoisonMessage(f"not a marketdata.v1.TickBatch: {exc}") from exc
     symbol = msg.subject[len(settings.ticks_subject_prefix) + 1:]
-    symbols: list[str] = []
-    trade_ids: list[str] = []
-    event_us: list[int] = []
-    prices: list[float] = []
-    sizes: list[float] = []
-    sides: list[int] = []
-    sources: list[str] = []
+    columns = rollup.TickColumns()
+    symbols, trade_ids, event_us, prices = columns.symbols, columns.trade_ids, columns.event_us, columns.prices
+    sizes, sides, sources = columns.sizes, columns.sides, columns.sources
     for tick in items:  # one pass, one wrapper object per tick; the checks run on the columns below
         if not tick.HasField("event_time"):
             raise PoisonMessage(f"items[{len(symbols)}] lacks a trade_id or event_time")
@@ -137,25 +127,7 @@ def decode_columns(msg: Msg, settings: Settings) -> Decoded:
         raise PoisonMessage(f"items[{index}] has an invalid price or size")
     if not all(trade_ids):
         raise PoisonMessage(f"items[{trade_ids.index('')}] lacks a trade_id or event_time")
-    return Decoded(msg, msg.metadata.sequence.stream, symbols, trade_ids, event_us, prices, sizes, sides, sources)
-
-
-def _joined(values: list[str]) -> str | None:
-    """The strings joined by the separator, or None if one of them contains it (or the result would be the
-    empty string, which string_to_array reads as no element at all)."""
-    joined = rollup.JOINED_SEPARATOR.join(values)
-    return joined if joined and joined.count(rollup.JOINED_SEPARATOR) == len(values) - 1 else None
-
-
-def commit_arguments(stream: str, seqs: list[int], tick_seqs: list[int], symbols: list[str], trade_ids: list[str],
-                     event_us: list[int], prices: list[float], sizes: list[float], sides: list[int],
-                     sources: list[str]) -> tuple[object, ...]:
-    """rollup.COMMIT_BATCH_JOINED and its arguments, or COMMIT_BATCH's when a string holds the separator."""
-    texts = [_joined(symbols), _joined(trade_ids), _joined(sources)]
-    if all(text is not None for text in texts):
-        return (rollup.COMMIT_BATCH_JOINED, stream, seqs, ",".join(map(str, tick_seqs)), texts[0], texts[1],
-                ",".join(map(str, event_us)), prices, sizes, ",".join(map(str, sides)), texts[2])
-    return (rollup.COMMIT_BATCH, stream, seqs, tick_seqs, symbols, trade_ids, event_us, prices, sizes, sides, sources)
+    return Decoded(msg, msg.metadata.sequence.stream, columns)
 
 
 class Aggregator:
@@ -255,25 +227,12 @@ class Aggregator:
         live-update rows (none when no tick was new)."""
         seqs: list[int] = []
         tick_seqs: list[int] = []
-        symbols: list[str] = []
-        trade_ids: list[str] = []
-        event_us: list[int] = []
-        prices: list[float] = []
-        sizes: list[float] = []
-        sides: list[int] = []
-        sources: list[str] = []
-        for d in batch:
-            seqs.append(d.seq)
-            tick_seqs.extend([d.seq] * len(d))
-            symbols.extend(d.symbols)
-            trade_ids.extend(d.trade_ids)
-            event_us.extend(d.event_us)
-            prices.extend(d.prices)
-            sizes.extend(d.sizes)
-            sides.extend(d.sides)
-            sources.extend(d.sources)
-        rows = await self.pool.fetch(*commit_arguments(self.settings.stream, seqs, tick_seqs, symbols, trade_ids,
-                                                       event_us, prices, sizes, sides, sources))
+        ticks = rollup.TickColumns()
+        for decoded in batch:
+            seqs.append(decoded.seq)
+            tick_seqs.extend([decoded.seq] * len(decoded))
+            ticks.extend(decoded.ticks)
+        rows = await self.pool.fetch(*rollup.commit_arguments(self.settings.stream, seqs, tick_seqs, ticks))
         inserted = rows[0]["inserted"] if rows else 0
         received = rows[0]["received"] if rows else 0
         if received:

@@ -9,6 +9,8 @@ concurrent replicas take row locks in the same order and cannot deadlock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 # Aggregates of one (symbol, minute) over a set of ticks named {source}.
 _MINUTES = """
 SELECT symbol COLLATE "C" AS symbol, date_trunc('minute', event_time) AS bucket,
@@ -195,3 +197,48 @@ LEDGER_PRUNE = "DELETE FROM processed_messages WHERE stream = $1 AND seq <= $2"
 
 # Columns of ticks_raw, in the order the audit rows are written (the benchmark COPYs them as a ceiling).
 RAW_COLUMNS = ("stream", "stream_seq", "symbol", "trade_id", "event_time", "price", "size", "side", "source")
+
+
+@dataclass
+class TickColumns:
+    """Ticks as the columns COMMIT_BATCH takes (event time in µs since the epoch)."""
+
+    symbols: list[str] = field(default_factory=list)
+    trade_ids: list[str] = field(default_factory=list)
+    event_us: list[int] = field(default_factory=list)
+    prices: list[float] = field(default_factory=list)
+    sizes: list[float] = field(default_factory=list)
+    sides: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def extend(self, other: TickColumns) -> None:
+        self.symbols.extend(other.symbols)
+        self.trade_ids.extend(other.trade_ids)
+        self.event_us.extend(other.event_us)
+        self.prices.extend(other.prices)
+        self.sizes.extend(other.sizes)
+        self.sides.extend(other.sides)
+        self.sources.extend(other.sources)
+
+
+def _joined(values: list[str]) -> str | None:
+    """The strings joined by the separator, or None if one of them contains it (or the result would be the
+    empty string, which string_to_array reads as no element at all)."""
+    joined = JOINED_SEPARATOR.join(values)
+    return joined if joined and joined.count(JOINED_SEPARATOR) == len(values) - 1 else None
+
+
+def commit_arguments(stream: str, seqs: list[int], tick_seqs: list[int], ticks: TickColumns) -> tuple[object, ...]:
+    """COMMIT_BATCH_JOINED and its arguments, or COMMIT_BATCH's when a string holds the separator.
+
+    seqs: the stream sequences of the messages; tick_seqs: the sequence of each tick's message."""
+    texts = [_joined(ticks.symbols), _joined(ticks.trade_ids), _joined(ticks.sources)]
+    if all(text is not None for text in texts):
+        return (COMMIT_BATCH_JOINED, stream, seqs, ",".join(map(str, tick_seqs)), texts[0], texts[1],
+                ",".join(map(str, ticks.event_us)), ticks.prices, ticks.sizes, ",".join(map(str, ticks.sides)),
+                texts[2])
+    return (COMMIT_BATCH, stream, seqs, tick_seqs, ticks.symbols, ticks.trade_ids, ticks.event_us, ticks.prices,
+            ticks.sizes, ticks.sides, ticks.sources)

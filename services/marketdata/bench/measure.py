@@ -300,13 +300,10 @@ async def ceiling_aggregator_sql(database_url: str, batches: list[Batch], stream
     """The aggregator's whole statement (rollup.COMMIT_BATCH_JOINED: ledger, ticks_raw, FOLD) with the arguments
     the aggregator sends, without NATS or decoding, one batch per statement, each batch one message sequence,
     into fresh symbols."""
-    from marketdata.aggregator.consumer import commit_arguments
-
     prepared = []
     for seq, batch in enumerate(batches, start=1):
-        symbols, trade_ids, event_us, prices, sizes, sides, sources = batch.fold_args("A")
-        prepared.append(commit_arguments(stream, [seq], [seq] * len(batch), symbols, trade_ids, event_us, prices,
-                                         sizes, sides, sources))
+        ticks = rollup.TickColumns(*batch.fold_args("A"))
+        prepared.append(rollup.commit_arguments(stream, [seq], [seq] * len(batch), ticks))
     conn = await asyncpg.connect(database_url)
     try:
         started = time.perf_counter()
