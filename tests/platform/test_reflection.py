@@ -15,11 +15,13 @@ from tests.support.stack import Stack
 EXPECTED = {
     "ingest": ("marketdata.v1.IngestService", {"PublishTicks", "StreamTicks", "UpsertSymbols"}),
     "aggregator": ("marketdata.v1.AggregatorService", {"GetStatus", "Rebuild"}),
+    "query": ("marketdata.v1.QueryService", {"ListSymbols", "GetLatest", "GetHistory", "WatchTicks"}),
 }
 
 
-def test_reflection_lists_and_describes_every_service(pipeline: Stack) -> None:
-    for process in (pipeline.ingest, pipeline.aggregator):
+def test_reflection_lists_and_describes_every_service(stack: Stack) -> None:
+    for process in (stack.ingest, stack.aggregator, stack.query):
+        assert process is not None
         service, methods = EXPECTED[process.command]
         with grpc.insecure_channel(process.address) as channel:
             database = ProtoReflectionDescriptorDatabase(channel)
@@ -33,12 +35,14 @@ def test_reflection_lists_and_describes_every_service(pipeline: Stack) -> None:
 def test_buf_curl_calls_through_reflection_like_grpcurl(pipeline: Stack) -> None:
     """`buf curl` is a grpcurl-compatible client: what it gets, grpcurl users get."""
     result = subprocess.run(
-        [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+        [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--emit-defaults",
          f"http://{pipeline.aggregator.address}/marketdata.v1.AggregatorService/GetStatus"],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout or "{}")
-    assert "ticksCommitted" in status or status == {} or "deadLettered" in status
+    status = json.loads(result.stdout)
+    assert {"consumerPending", "ackPending", "ticksPerSecond", "deadLettered", "ticksCommitted",
+            "duplicatesSkipped"} <= set(status)
+    assert int(status["ticksCommitted"]) >= 0 and int(status["deadLettered"]) >= 0
     health = subprocess.run(
         [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", '{"service":"marketdata.v1.IngestService"}',
          f"http://{pipeline.ingest.address}/grpc.health.v1.Health/Check"], capture_output=True, text=True, timeout=30)
