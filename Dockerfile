@@ -1,21 +1,25 @@
-# syntax=docker/dockerfile:1
 # One image for every marketdata process; the argument selects it:
 #   docker run IMAGE ingest | aggregator | query | edge | feeder | migrate [--wait SECONDS]
 # Stages: web (Node builds the dashboard) -> build (a virtual environment with the package and its
 # dependencies) -> runtime (slim Python, non-root, no compilers; the last stage, the default target).
 # `dev` (used by Tilt) adds a restart wrapper and a writable copy of services/ for live update.
+#
+# The base images are build arguments, so the same file builds where the official images cannot be
+# pulled (e.g. with locally built stand-ins of the same Debian release and Python version):
+#   docker build --build-arg PYTHON_IMAGE=my/python:3.11-slim-bookworm --build-arg NODE_IMAGE=my/node:20 .
+# No `# syntax=` line: BuildKit would have to pull its frontend image, which an offline machine cannot.
 
-ARG PYTHON_VERSION=3.11
-ARG NODE_VERSION=20
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
 
-FROM node:${NODE_VERSION}-bookworm-slim AS web
+FROM ${NODE_IMAGE} AS web
 WORKDIR /src/web
 COPY web/package.json web/package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY web/ ./
 RUN npm run build
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -34,7 +38,7 @@ COPY services/ services/
 RUN pip install --no-cache-dir --no-deps . \
     && python -m compileall -q /opt/venv/lib
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS base
+FROM ${PYTHON_IMAGE} AS base
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -52,14 +56,16 @@ COPY --from=web /src/web/dist /app/web/dist
 EXPOSE 50051 50052 50053 8080 9090
 
 # Development image for Tilt: services/ is importable from /app/services (ahead of the installed
-# copy) and owned by the app user, so live update can sync into it; the process runs under a
-# restart wrapper (a few lines of sh): it runs `marketdata "$@"` and restarts it whenever the
-# content of /tmp/.restart changes, which Tilt's live update does after syncing files.
+# copy) and owned by the app user, so live update can sync into it. The process runs under
+# docker/restart-on-change, which restarts it when /tmp/.restart changes (Tilt's live update writes
+# it after a sync) and otherwise exits with the process's own exit code, so a Job (the migration)
+# completes and a crash is a container restart, as with the runtime image.
 FROM base AS dev
 ENV PYTHONPATH=/app/services
+COPY docker/restart-on-change /usr/local/bin/restart-on-change
 COPY --chown=10001:10001 services/ /app/services/
 USER 10001:10001
-ENTRYPOINT ["/bin/sh", "-c", "t=/tmp/.restart; [ -f $t ] || : > $t; trap 'kill -TERM $c 2>/dev/null; wait $c; exit 0' TERM INT; while :; do s=$(cat $t); marketdata \"$@\" & c=$!; while kill -0 $c 2>/dev/null && [ \"$(cat $t)\" = \"$s\" ]; do sleep 1; done; kill -TERM $c 2>/dev/null; wait $c; sleep 1; echo \"restart-on-change: marketdata $*\" >&2; done", "restart-on-change"]
+ENTRYPOINT ["restart-on-change"]
 CMD ["edge"]
 
 FROM base AS runtime

@@ -12,6 +12,7 @@ COMMANDS = {
     "edge": "HTTP edge: REST, SSE, dashboard and API docs",
     "feeder": "synthetic ticks for demos and load",
     "migrate": "apply the SQL migrations in migrations/",
+    "retention": "create partitions ahead and drop expired ones now (--dry-run lists them)",
     "dev": "run the whole platform locally (embedded NATS and PostgreSQL when no URLs are given)",
     "bench": "benchmark the platform against its targets and ceilings",
     "codegen": "regenerate the code, descriptor set and OpenAPI document from proto/",

@@ -52,6 +52,7 @@ SCENARIOS = {
     "kind": Scenario("kind", values=(KIND_VALUES,)),
     "external-db": Scenario("external-db", values=(CHART / "ci" / "external-db-values.yaml",)),
     "production": Scenario("production", values=(CHART / "ci" / "production-values.yaml",)),
+    "cloudnativepg": Scenario("cloudnativepg", values=(CHART / "ci" / "cloudnativepg-values.yaml",)),
     # What the Tiltfile renders (release "marketdata", kind values, dev overrides).
     "tilt": Scenario("tilt", values=(KIND_VALUES,), release="marketdata",
                      sets=("securityContext.readOnlyRootFilesystem=false", "config.logLevel=debug")),

@@ -88,6 +88,12 @@ def test_schema_describes_every_default_value():
     ("networkPolicy.dns.namespce=kube-system", "namespce"),      # deep level
     ("services.ingest.protocol=http2", "protocol"),              # not an allowed value
     ("config.logFormat=xml", "logFormat"),
+    ("nats.replicas=2", "replicas"),                             # a cluster needs a majority
+    ("nats.jetstream.maxFile=lots", "maxFile"),                  # not a quantity
+    ("services.ingest.apiKeys=all", "apiKeys"),
+    ("gateway.http.requestTimeout=forever", "requestTimeout"),
+    ("keda.lagThreshold=0", "lagThreshold"),
+    ("networkPolicy.extraIngress[0].form[0].podSelector.matchLabels.a=b", "form"),
 ])
 def test_schema_rejects_misspelt_or_invalid_values(helm, override, needle):
     result = run_helm(helm, "template", "md", str(CHART), "--set", override, check=False)
@@ -232,14 +238,18 @@ def test_only_tilt_relaxes_the_read_only_root_filesystem(rendered):
 # --- probes ------------------------------------------------------------------------------------
 
 def test_grpc_services_have_native_grpc_probes(rendered):
+    """Startup and liveness ask whether the process serves; readiness asks for its dependencies."""
+    from marketdata.common.grpc_server import LIVENESS_SERVICE
+
     values = load_yaml(CHART / "values.yaml")
     for component in ("ingest", "query", "aggregator"):
         [deployment] = find(rendered("default"), "Deployment", f"md-marketdata-{component}")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            grpc = container[probe]["grpc"]
-            assert grpc["port"] == values["services"][component]["port"]
-            assert grpc["service"] == values["services"][component]["healthService"]
+            assert container[probe]["grpc"]["port"] == values["services"][component]["port"]
+        assert container["readinessProbe"]["grpc"]["service"] == values["services"][component]["healthService"]
+        assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+        assert container["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
 
 
 def test_probe_service_names_are_registered_by_the_servers(rendered):
@@ -260,8 +270,7 @@ def test_probe_service_names_are_registered_by_the_servers(rendered):
             name = f"{fullname(scenario)}-{component}"
             [deployment] = find(rendered(scenario), "Deployment", name)
             container = deployment["spec"]["template"]["spec"]["containers"][0]
-            asked = {container[p]["grpc"]["service"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
-            assert asked == {full_name}, f"{scenario} {component}: {asked}"
+            assert container["readinessProbe"]["grpc"]["service"] == full_name, f"{scenario} {component}"
 
 
 def test_edge_and_feeder_have_http_probes(rendered):
@@ -278,12 +287,6 @@ def test_edge_and_feeder_have_http_probes(rendered):
     assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
 
 
-def test_startup_allows_longer_than_the_migration_wait(rendered):
-    values = load_yaml(CHART / "values.yaml")
-    startup = values["probes"]["startup"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] > values["migrations"]["waitSeconds"]
-
-
 # --- environment contract ----------------------------------------------------------------------
 
 def test_environment_contract(rendered):
@@ -291,20 +294,45 @@ def test_environment_contract(rendered):
     [config] = find(docs, "ConfigMap", "md-marketdata")
     data = config["data"]
     assert data["BIND_HOST"] == "0.0.0.0" and data["METRICS_PORT"] == "9090"
-    assert data["INGEST_ADDR"] == "md-marketdata-ingest:50051"
-    assert data["QUERY_ADDR"] == "md-marketdata-query:50052"
-    assert data["AGGREGATOR_ADDR"] == "md-marketdata-aggregator:50053"
+    assert data["INGEST_ADDR"] == "md-marketdata-ingest-headless:50051"
+    assert data["QUERY_ADDR"] == "md-marketdata-query-headless:50052"
+    assert data["AGGREGATOR_ADDR"] == "md-marketdata-aggregator-headless:50053"
     for key in ("INGEST_PORT", "QUERY_PORT", "AGGREGATOR_PORT", "EDGE_PORT", "MD_STREAM", "MD_SUBJECT_PREFIX",
                 "LOG_FORMAT", "LOG_LEVEL", "SHUTDOWN_GRACE_SECONDS"):
         assert key in data
     for component in ("ingest", "aggregator", "query"):
         [deployment] = find(docs, "Deployment", f"md-marketdata-{component}")
         env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert {"DATABASE_URL", "NATS_URL", "API_KEYS"} <= env, component
+        assert {"DATABASE_URL", "PGPASSWORD", "NATS_URL", "DB_POOL_SIZE"} <= env, component
     [feeder] = find(docs, "Deployment", "md-marketdata-feeder")
     env = {e["name"]: e for e in feeder["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "FEEDER_RATE" in env and "FEEDER_SYMBOLS" in env and "FEEDER_API_KEY" in env
     assert "DATABASE_URL" not in env, "the feeder does not talk to PostgreSQL"
+
+
+
+@pytest.mark.parametrize("scenario", ["default", "kind", "production"])
+def test_grpc_clients_dial_headless_services(rendered, scenario):
+    """Clients balance over replicas only if the name they dial resolves to every pod: each gRPC
+    component has a headless Service selecting its pods, and the *_ADDR settings name it."""
+    docs = rendered(scenario)
+    [config] = [d for d in find(docs, "ConfigMap") if "INGEST_ADDR" in d.get("data", {})
+                and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})]
+    for component, key in (("ingest", "INGEST_ADDR"), ("query", "QUERY_ADDR"), ("aggregator", "AGGREGATOR_ADDR")):
+        host, port = config["data"][key].rsplit(":", 1)
+        [service] = find(docs, "Service", host)
+        assert service["spec"]["clusterIP"] == "None", component
+        assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+        [deployment] = [d for d in find(docs, "Deployment") if d["metadata"]["name"].endswith(f"-{component}")]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items(), component
+    assert int(config["data"]["GRPC_MAX_CONNECTION_AGE_SECONDS"]) >= 1
+    assert int(config["data"]["GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS"]) >= 0
+
+
+def test_kind_values_age_connections_within_half_a_minute(rendered):
+    [config] = [d for d in find(rendered("kind"), "ConfigMap") if "INGEST_ADDR" in d.get("data", {})]
+    assert config["data"]["GRPC_MAX_CONNECTION_AGE_SECONDS"] == "30"
 
 
 # --- NATS and PostgreSQL -----------------------------------------------------------------------
@@ -469,9 +497,9 @@ def test_helm_test_pod_checks_every_grpc_service_and_rest(rendered):
     env = {e["name"]: e.get("value") for e in container["env"]}
     checks = dict(item.split("=") for item in env["GRPC_CHECKS"].split(","))
     assert checks == {
-        "md-marketdata-ingest:50051": "marketdata.v1.IngestService",
-        "md-marketdata-query:50052": "marketdata.v1.QueryService",
-        "md-marketdata-aggregator:50053": "marketdata.v1.AggregatorService",
+        "md-marketdata-ingest-headless:50051": "marketdata.v1.IngestService",
+        "md-marketdata-query-headless:50052": "marketdata.v1.QueryService",
+        "md-marketdata-aggregator-headless:50053": "marketdata.v1.AggregatorService",
     }
     assert env["REST_URL"] == "http://md-marketdata-edge:8080/api/v1/symbols"
     compile(container["command"][2], "helm-test.py", "exec")

@@ -43,12 +43,21 @@ def test_multi_stage_build():
     assert names[-1] == "runtime", "the final (default) stage is the runtime image"
     by_name = {name: (base, body) for base, name, body in found}
     web_base, web = by_name["web"]
-    assert web_base.startswith("node:")
+    assert web_base == "${NODE_IMAGE}"
     assert any("npm ci" in line for line in web) and any("npm run build" in line for line in web)
     build_base, build = by_name["build"]
-    assert re.match(r"python:\$\{PYTHON_VERSION\}-slim", build_base)
+    assert build_base == "${PYTHON_IMAGE}"
     assert any("pip install" in line and "." in line for line in build)
-    assert re.search(r"ARG PYTHON_VERSION=3\.11\b", text)
+
+
+def test_base_images_are_build_arguments_defaulting_to_the_official_ones():
+    """`--build-arg PYTHON_IMAGE=... NODE_IMAGE=...` swaps the bases (stand-ins where nothing can be
+    pulled); without them the official images of the same versions are used."""
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim-bookworm$", text, re.MULTILINE)
+    assert re.search(r"^ARG NODE_IMAGE=node:20-bookworm-slim$", text, re.MULTILINE)
+    bases = {base for base, _, _ in stages(text)}
+    assert bases <= {"${PYTHON_IMAGE}", "${NODE_IMAGE}", "base"}, bases
 
 
 def test_runtime_image_is_slim_non_root_and_has_no_compilers():
@@ -56,7 +65,7 @@ def test_runtime_image_is_slim_non_root_and_has_no_compilers():
     found = stages(text)
     base_stage = {name: (base, body) for base, name, body in found}
     base_image, base_body = base_stage["base"]
-    assert re.match(r"python:\$\{PYTHON_VERSION\}-slim", base_image)
+    assert base_image == "${PYTHON_IMAGE}"
     _, runtime = base_stage["runtime"]
     body = base_body + runtime
     joined = "\n".join(body)
@@ -72,38 +81,42 @@ def test_runtime_image_is_slim_non_root_and_has_no_compilers():
     assert "--uid 10001" in joined
 
 
-def test_dev_stage_restart_wrapper():
+WRAPPER = REPO / "docker" / "restart-on-change"
+
+
+def test_dev_stage_runs_the_restart_wrapper():
     text = DOCKERFILE.read_text()
     dev = {name: body for _, name, body in stages(text)}["dev"]
-    entrypoint = [line for line in dev if line.startswith("ENTRYPOINT")][0]
-    assert "/tmp/.restart" in entrypoint and 'marketdata \\"$@\\"' in entrypoint
+    assert "COPY docker/restart-on-change /usr/local/bin/restart-on-change" in dev
+    assert 'ENTRYPOINT ["restart-on-change"]' in dev
+    assert "/tmp/.restart" in WRAPPER.read_text()
+
+
+def run_wrapper(tmp_path, fake_body: str, *args: str):
+    """Starts docker/restart-on-change with a stand-in `marketdata` (a shell script) on PATH."""
+    import os
+
+    fake = tmp_path / "marketdata"
+    fake.write_text("#!/bin/sh\n" + fake_body)
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "RESTART_TRIGGER": str(tmp_path / "restart")}
+    return subprocess.Popen(["/bin/sh", str(WRAPPER), *args], env=env)
 
 
 def test_restart_wrapper_restarts_and_stops(tmp_path):
-    """Runs the dev image's restart wrapper for real with a stand-in `marketdata`."""
-    import json
-    import os
+    """Runs the dev image's restart wrapper for real: a change of the trigger restarts the process,
+    SIGTERM stops it and the wrapper exits with its code."""
     import signal
     import time
 
-    text = DOCKERFILE.read_text()
-    dev = {name: body for _, name, body in stages(text)}["dev"]
-    entrypoint = json.loads([line for line in dev if line.startswith("ENTRYPOINT")][0][len("ENTRYPOINT "):])
-    script = entrypoint[2]
-    fake = tmp_path / "marketdata"
     log = tmp_path / "log"
-    fake.write_text(f"#!/bin/sh\necho \"start $*\" >> {log}\ntrap 'echo stop >> {log}; exit 0' TERM\n"
-                    "while :; do sleep 0.1; done\n")
-    fake.chmod(0o755)
-    trigger = tmp_path / "restart"
-    script = script.replace("/tmp/.restart", str(trigger))
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    process = subprocess.Popen(["/bin/sh", "-c", script, "restart-on-change", "ingest"], env=env)
+    process = run_wrapper(tmp_path, f"echo \"start $*\" >> {log}\ntrap 'echo stop >> {log}; exit 0' TERM\n"
+                                    "while :; do sleep 0.1; done\n", "ingest")
     try:
         deadline = time.monotonic() + 10
         while not (log.exists() and "start ingest" in log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        trigger.write_text("changed\n")
+        (tmp_path / "restart").write_text("changed\n")
         deadline = time.monotonic() + 10
         while log.read_text().count("start ingest") < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -115,16 +128,26 @@ def test_restart_wrapper_restarts_and_stops(tmp_path):
     assert log.read_text().count("stop") == 2
 
 
+@pytest.mark.parametrize("code", [0, 3])
+def test_restart_wrapper_ends_with_a_command_that_ends(tmp_path, code):
+    """A Job's command (`migrate`) runs once and its exit code is the container's: the old wrapper
+    restarted it for ever, so the migration Job never completed under Tilt."""
+    log = tmp_path / "log"
+    process = run_wrapper(tmp_path, f"echo \"run $*\" >> {log}\nexit {code}\n", "migrate", "--wait", "300")
+    assert process.wait(timeout=15) == code
+    assert log.read_text() == "run migrate --wait 300\n"
+
+
 def test_dockerignore_keeps_the_context_small():
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[0 if ignore[0] == "*" else [i for i, l in enumerate(ignore) if l == "*"][0]] == "*"
-    for needed in ("!pyproject.toml", "!README.md", "!services/", "!migrations/", "!web/"):
+    for needed in ("!pyproject.toml", "!README.md", "!services/", "!migrations/", "!web/", "!docker/"):
         assert needed in ignore
     assert "web/node_modules" in ignore
 
 
 DELIVERY = ["Dockerfile", ".dockerignore", "kind-config.yaml", "Tiltfile", "scripts/deploy-tools",
-            "docs/kubernetes.md"]
+            "docs/kubernetes.md", "docker/restart-on-change"]
 
 
 @pytest.mark.parametrize("relative", DELIVERY)

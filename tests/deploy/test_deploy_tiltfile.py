@@ -76,6 +76,7 @@ def evaluate(context: str = KIND_CONTEXT) -> Tilt:
             [contexts] if isinstance(contexts, str) else contexts),
         "k8s_context": lambda: tilt.context,
         "_exists": lambda p: path(p).exists(),
+        "_getenv": lambda name, default=None: os.environ.get(name, default),
         "local_resource": lambda name, **kw: tilt.local_resources.append((name, kw)),
         "docker_build": lambda ref, context, **kw: tilt.docker_builds.append((ref, context, kw)),
         "fall_back_on": step("fall_back_on"),
@@ -93,7 +94,8 @@ def evaluate(context: str = KIND_CONTEXT) -> Tilt:
         module.add_callable(name, callback)
     globals_ = sl.Globals.extended_by([sl.LibraryExtension.StructType, sl.LibraryExtension.Print])
     dialect = sl.Dialect.extended()
-    sl.eval(module, sl.parse("prelude", "os = struct(path=struct(exists=_exists))\n", dialect), globals_)
+    sl.eval(module, sl.parse("prelude", "os = struct(path=struct(exists=_exists), getenv=_getenv)\n", dialect),
+            globals_)
     sl.eval(module, sl.parse("Tiltfile", TILTFILE.read_text(), dialect), globals_)
     return tilt
 
@@ -155,8 +157,22 @@ def test_image_build_and_live_update(tilt):
     assert ("services", "/app/services") in syncs
     runs = [args[0] for kind, args, _ in tilt.live_update if kind == "run"]
     assert runs and "/tmp/.restart" in runs[0], "restarts the process through the wrapper's trigger file"
-    assert "/tmp/.restart" in dockerfile, "the dev image's wrapper watches the same file"
+    assert "/tmp/.restart" in (REPO / "docker" / "restart-on-change").read_text(), \
+        "the dev image's wrapper watches the same file"
     assert "PYTHONPATH=/app/services" in dockerfile
+    assert "docker" in kw["only"] and "docker" in fall_back, "a change of the wrapper rebuilds the image"
+
+
+def test_base_images_come_from_the_environment(monkeypatch):
+    """Where the official bases cannot be pulled, MD_PYTHON_IMAGE / MD_NODE_IMAGE reach docker build."""
+    monkeypatch.delenv("MD_PYTHON_IMAGE", raising=False)
+    monkeypatch.delenv("MD_NODE_IMAGE", raising=False)
+    [(_, _, kw)] = evaluate().docker_builds
+    assert kw["build_args"] == {}
+    monkeypatch.setenv("MD_PYTHON_IMAGE", "local/python:3.11")
+    monkeypatch.setenv("MD_NODE_IMAGE", "local/node:20")
+    [(_, _, kw)] = evaluate().docker_builds
+    assert kw["build_args"] == {"PYTHON_IMAGE": "local/python:3.11", "NODE_IMAGE": "local/node:20"}
 
 
 def test_codegen_local_resource(tilt):

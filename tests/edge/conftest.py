@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from marketdata.common.config import load_settings
+from marketdata.common.embedded import free_port
 from marketdata.v1 import events_pb2, market_pb2
 from tests.support.processes import ServiceProcess, wait_for
 from tests.support.stack import REPO_ROOT, EdgeStack
@@ -37,9 +38,10 @@ def symbol(edge_stack: EdgeStack) -> str:
     return name
 
 
-def metrics(base_url: str) -> dict[str, float]:
-    """Samples of the edge's /metrics, keyed `name{label="value",...}` (labels sorted) or `name`."""
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+def metrics(metrics_url: str) -> dict[str, float]:
+    """Samples of the edge's metrics endpoint (its metrics port), keyed `name{label="value",...}` (labels sorted)
+    or `name`."""
+    text = httpx.get(metrics_url, timeout=5).text
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -48,13 +50,13 @@ def metrics(base_url: str) -> dict[str, float]:
     return samples
 
 
-def wait_gauges(base_url: str, timeout: float = 10, **expected: float) -> dict[str, float]:
-    """Polls /metrics until every named gauge has the expected value."""
+def wait_gauges(metrics_url: str, timeout: float = 10, **expected: float) -> dict[str, float]:
+    """Polls the metrics until every named gauge has the expected value."""
     last: dict[str, float] = {}
 
     def check() -> bool:
         nonlocal last
-        last = metrics(base_url)
+        last = metrics(metrics_url)
         return all(last.get(name) == value for name, value in expected.items())
 
     try:
@@ -76,6 +78,10 @@ class EdgeProcess:
     def port(self) -> int:
         return self.process.port
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.process.env['METRICS_PORT']}/metrics"
+
 
 @pytest.fixture
 def start_edge(edge_stack: EdgeStack, tmp_path: Path) -> Iterator[Callable[..., EdgeProcess]]:
@@ -83,7 +89,8 @@ def start_edge(edge_stack: EdgeStack, tmp_path: Path) -> Iterator[Callable[..., 
     started: list[ServiceProcess] = []
 
     def start(wait_ready: bool = False, **env: str) -> EdgeProcess:
-        full_env = {**edge_stack.stack.client_env(), "WEB_DIST_DIR": str(REPO_ROOT / "web" / "dist"), **env}
+        full_env = {**edge_stack.stack.client_env(), "WEB_DIST_DIR": str(REPO_ROOT / "web" / "dist"),
+                    "METRICS_PORT": str(free_port()), **env}
         process = ServiceProcess("edge", full_env, tmp_path).start()
         started.append(process)
         path = "readiness" if wait_ready else "liveness"
@@ -300,6 +307,6 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-async def settle(base_url: str, timeout: float = 10, **expected: float) -> dict[str, float]:
+async def settle(metrics_url: str, timeout: float = 10, **expected: float) -> dict[str, float]:
     """wait_gauges without blocking the event loop (the test's own sockets must be able to close)."""
-    return await asyncio.to_thread(wait_gauges, base_url, timeout, **expected)
+    return await asyncio.to_thread(wait_gauges, metrics_url, timeout, **expected)

@@ -10,12 +10,14 @@ import httpx
 import pytest
 
 from marketdata.codegen import openapi
+from marketdata.common import rules
 from marketdata.codegen.protos import DESCRIPTOR_SET
 from marketdata.common.config import load_settings
 from marketdata.common.nats import NatsConnection
 from marketdata.edge import server
 from marketdata.edge.gateway import annotated_routes
 from marketdata.edge.sse import LiveHub
+from marketdata.v1 import query_pb2
 from tests.support.stack import EdgeStack
 
 DOCUMENT = json.loads(server.OPENAPI_PATH.read_text())
@@ -40,7 +42,8 @@ def test_paths_and_methods_come_from_the_http_annotations() -> None:
                  for method, spec in methods.items() if "x-grpc-method" in spec}
     assert rpc_paths == {
         ("POST", "/api/v1/webhooks/ticks"), ("POST", "/api/v1/webhooks/symbols"), ("GET", "/api/v1/symbols"),
-        ("GET", "/api/v1/ticks/{symbol}/latest"), ("GET", "/api/v1/ticks/{symbol}/history")}
+        ("GET", "/api/v1/ticks/{symbol}/latest"), ("GET", "/api/v1/ticks/{symbol}/history"),
+        ("GET", "/api/v1/ticker/24hr")}
     assert operation("/api/v1/ticks/{symbol}/history", "get")["x-grpc-method"] == \
         "/marketdata.v1.QueryService/GetHistory"
     # Streaming and unannotated RPCs get no route.
@@ -52,7 +55,9 @@ def test_parameters_follow_the_grpc_gateway_rules() -> None:
     history = params("/api/v1/ticks/{symbol}/history", "get")
     assert history["symbol"]["in"] == "path" and history["symbol"]["required"] is True
     # Remaining fields of a GET are query parameters, under their JSON names (json_name from / to).
-    assert {name for name, p in history.items() if p["in"] == "query"} == {"view", "interval", "from", "to", "limit"}
+    assert {name for name, p in history.items() if p["in"] == "query"} == {"view", "interval", "from", "to", "limit",
+                                                                                "timeZone", "order", "pageToken", "fill",
+                                                                                "numbers"}
     assert history["from"]["schema"]["format"] == "date-time"
     assert history["limit"]["schema"]["type"] == "integer" and history["limit"]["schema"]["minimum"] == 0
     assert history["limit"]["description"].startswith("Maximum number of rows")
@@ -71,24 +76,48 @@ def test_parameters_follow_the_grpc_gateway_rules() -> None:
 
 def test_schemas_follow_the_protobuf_json_mapping() -> None:
     candle = SCHEMAS["Candle"]["properties"]
-    assert candle["trades"]["type"] == "string" and candle["trades"]["format"] == "int64"  # int64 as string
+    assert candle["trades"]["type"] == "integer" and candle["trades"]["maximum"] == 2**32 - 1  # uint32: a number
+    assert SCHEMAS["MinuteMetrics"]["properties"]["trades"]["type"] == "integer"
     assert candle["time"]["format"] == "date-time"  # Timestamp as RFC 3339
     assert candle["close"] == {"type": "number", "format": "double"}
     assert "sma10" in candle and "sma10" not in SCHEMAS["Candle"]["required"]  # optional → not required
-    assert "close" in SCHEMAS["Candle"]["required"]  # always printed in responses
+    assert "volume" in SCHEMAS["Candle"]["required"]  # always printed in responses
+    assert "close" not in SCHEMAS["Candle"]["required"]  # optional: absent in a fill=null candle
     assert "time" not in SCHEMAS["Candle"]["required"]  # message fields have presence
     tick = SCHEMAS["Tick"]["properties"]
     assert {"eventTime", "tradeId"} <= set(tick)  # lowerCamelCase
     assert SCHEMAS["Side"] == {"type": "string", "enum": ["SIDE_UNSPECIFIED", "SIDE_BUY", "SIDE_SELL"],
                                "description": "Side of the aggressor in a trade."}
-    # Request bodies: nothing required, unknown fields rejected.
+    # Request bodies: only fields the proto marks required are required; unknown fields rejected.
     tick_input = SCHEMAS["TickInput"]
-    assert "required" not in tick_input and tick_input["additionalProperties"] is False
+    assert tick_input["required"] == ["symbol", "price", "eventTime"] and tick_input["additionalProperties"] is False
     assert SCHEMAS["PublishTicksRequest"]["properties"]["items"] == {
-        "type": "array", "items": {"$ref": "#/components/schemas/TickInput"}}
+        "type": "array", "items": {"$ref": "#/components/schemas/TickInput"}, "minItems": 1, "maxItems": 10000,
+        "description": "1 to 10,000 ticks (INGEST_MAX_BATCH_TICKS may lower the limit)."}
     # Descriptions are the proto comments.
     assert SCHEMAS["Tick"]["description"] == "One trade as reported by a source."
-    assert tick["price"]["description"] == "Trade price: finite and > 0."
+    assert tick["price"]["description"].startswith("Trade price: finite, from 1e-12 to 1e12")
+
+
+def test_request_schemas_carry_the_buf_validate_rules_of_the_proto() -> None:
+    """The rules are written once, as buf.validate annotations; the document shows each of them."""
+    tick = SCHEMAS["TickInput"]["properties"]
+    assert tick["symbol"]["pattern"] == rules.SYMBOL_PATTERN.pattern
+    assert (tick["symbol"]["minLength"], tick["symbol"]["maxLength"]) == (2, 20)
+    assert (tick["price"]["minimum"], tick["price"]["maximum"]) == (rules.PRICE_MIN, rules.PRICE_MAX)
+    assert (tick["size"]["minimum"], tick["size"]["maximum"]) == (0, rules.SIZE_MAX)
+    assert tick["tradeId"]["pattern"] == tick["source"]["pattern"] == rules.TEXT_PATTERN.pattern
+    assert tick["tradeId"]["maxLength"] == 64
+    history = {p["name"]: p["schema"] for p in operation("/api/v1/ticks/{symbol}/history", "get")["parameters"]}
+    assert history["symbol"]["pattern"] == rules.SYMBOL_PATTERN.pattern
+    assert history["view"]["enum"] == ["", "ticks", "metrics1m", "ohlc1m"]
+    assert history["interval"]["pattern"] == rules.field_rules(query_pb2.GetHistoryRequest.DESCRIPTOR, "interval").string.pattern
+    assert history["order"]["enum"] == ["", "asc", "desc"] and history["fill"]["enum"] == ["", "none", "null", "prev"]
+    assert history["limit"]["maximum"] == 5000
+    symbol = SCHEMAS["SymbolInput"]["properties"]
+    assert symbol["base"]["pattern"] == "^[A-Z0-9]{1,12}$"
+    # Responses describe what is stored: no request rules there.
+    assert "pattern" not in SCHEMAS["Tick"]["properties"]["symbol"]
     assert operation("/api/v1/webhooks/ticks", "post")["summary"].startswith("Validates a batch of ticks")
     history_response = SCHEMAS["GetHistoryResponse"]["properties"]
     assert history_response["candles"]["items"] == {"$ref": "#/components/schemas/Candle"}
@@ -126,8 +155,9 @@ async def test_served_routes_are_exactly_the_annotated_rpcs() -> None:
     unbacked, unrouted = route_coverage(served)
     assert not unbacked, f"/api/v1 routes with no RPC behind them: {unbacked}"
     assert not unrouted, f"annotated RPCs with no route: {unrouted}"
-    assert len(annotated_routes()) == 5
-    assert {("GET", "/realtime/ticks"), ("GET", "/metrics"), ("GET", "/")} <= served
+    assert len(annotated_routes()) == 6
+    assert {("GET", "/realtime/ticks"), ("GET", "/")} <= served
+    assert ("GET", "/metrics") not in served, "metrics are on the metrics port, not the public one"
 
 
 async def test_route_coverage_catches_a_route_without_rpc_and_an_rpc_without_route() -> None:

@@ -50,7 +50,11 @@ async def test_a_committed_tick_reaches_the_stream(edge_stack: EdgeStack, symbol
         latest = httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/latest").json()
         assert update["lastTick"] == latest["lastTick"]
         assert set(update["candle"]) == set(latest["candle"]) - {"sma10"}
-        assert update["candle"]["trades"] == "3"
+        assert update["candle"]["trades"] == 3
+        # The candle fields of history: volumes, closeTime and the closed flag (a minute still open).
+        assert update["candle"]["closeTime"] == latest["candle"]["closeTime"]
+        assert update["candle"]["quoteVolume"] == latest["candle"]["quoteVolume"] > 0
+        assert update["candle"]["takerBuyVolume"] == latest["candle"]["takerBuyVolume"]
         print(f"ingest → SSE: {(event.received - acknowledged) * 1000:.1f} ms (incl. the REST call)")
     finally:
         client.close()
@@ -76,7 +80,8 @@ async def test_several_symbols_repeated_or_comma_separated(edge_stack: EdgeStack
 
 def test_invalid_and_unknown_symbols(edge_stack: EdgeStack) -> None:
     base = edge_stack.base_url
-    for query in ("symbol=BTC*USDT", "symbol=btcusdt", "symbol=A..B", "", "symbol=", "symbol=X"):
+    for query in ("symbol=BTC*USDT", "symbol=btcusdt", "symbol=A..B", "symbol=BTC.", "symbol=-BTC", "symbol=OK1,BTC.",
+                  "", "symbol=", "symbol=X", f"symbol={'A' * 21}"):
         response = httpx.get(f"{base}/realtime/ticks?{query}")
         assert response.status_code == 400, (query, response.text)
         body = response.json()
@@ -91,12 +96,12 @@ def test_invalid_and_unknown_symbols(edge_stack: EdgeStack) -> None:
 async def test_fan_out_to_200_concurrent_clients(edge_stack: EdgeStack, live_publisher: LivePublisher) -> None:
     base = edge_stack.base_url
     hot, cold = unique_symbol("H"), unique_symbol("K")
-    before = metrics(base)
+    before = metrics(edge_stack.metrics_url)
     clients = await asyncio.gather(*(
         SSEClient.connect(base, f"/realtime/ticks?symbol={hot if n % 10 else cold}") for n in range(200)))
     try:
         assert all(c.status == 200 for c in clients)
-        samples = metrics(base)
+        samples = metrics(edge_stack.metrics_url)
         assert samples["edge_sse_streams"] == before["edge_sse_streams"] + 200
         assert samples["edge_nats_subscriptions"] == before["edge_nats_subscriptions"] + 2  # one per subject
         hot_clients = [c for n, c in enumerate(clients) if n % 10]
@@ -130,7 +135,7 @@ async def test_fan_out_to_200_concurrent_clients(edge_stack: EdgeStack, live_pub
     finally:
         for client in clients:
             client.close()
-    await settle(base, edge_sse_streams=before["edge_sse_streams"],
+    await settle(edge_stack.metrics_url, edge_sse_streams=before["edge_sse_streams"],
                 edge_nats_subscriptions=before["edge_nats_subscriptions"])
 
 
@@ -161,7 +166,7 @@ async def test_a_stalled_client_is_coalesced_then_dropped(start_edge, live_publi
             if n % 10 == 9:
                 await asyncio.sleep(0.03)
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
-        samples = await asyncio.to_thread(metrics, edge.base_url)
+        samples = await asyncio.to_thread(metrics, edge.metrics_url)
         assert samples["edge_sse_coalesced_total"] > 0
         assert samples['edge_sse_dropped_total{reason="behind"}'] == 1
         assert samples["edge_sse_streams"] == 3
@@ -176,32 +181,32 @@ async def test_a_stalled_client_is_coalesced_then_dropped(start_edge, live_publi
         stalled.close()
         for client in readers:
             client.close()
-    await settle(edge.base_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+    await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
 
 
 async def test_disconnects_leave_no_stream_subscription_or_task(start_edge) -> None:  # type: ignore[no-untyped-def]
     edge: EdgeProcess = start_edge()
     warm_up = await SSEClient.connect(edge.base_url, "/realtime/ticks?symbol=WARMUP")  # starts per-loop helpers
     warm_up.close()
-    baseline = await settle(edge.base_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+    baseline = await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
     await asyncio.sleep(1)
-    baseline_tasks = metrics(edge.base_url)["edge_event_loop_tasks"]
+    baseline_tasks = metrics(edge.metrics_url)["edge_event_loop_tasks"]
     symbols = [unique_symbol("D") for _ in range(5)]
     for round_ in range(3):
         clients = await asyncio.gather(*(
             SSEClient.connect(edge.base_url, f"/realtime/ticks?symbol={symbols[n % 5]},{symbols[(n + 1) % 5]}")
             for n in range(30)))
-        samples = metrics(edge.base_url)
+        samples = metrics(edge.metrics_url)
         assert samples["edge_sse_streams"] == 30 and samples["edge_nats_subscriptions"] == 5
         assert samples["edge_event_loop_tasks"] > baseline_tasks
         for client in clients:
             client.close()
-        await settle(edge.base_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+        await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
     # HEAD answers the stream's headers and opens nothing that stays.
     head = await asyncio.to_thread(httpx.head, f"{edge.base_url}/realtime/ticks?symbol={symbols[0]}")
     assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
-    await settle(edge.base_url, edge_sse_streams=0, edge_nats_subscriptions=0)
-    await settle(edge.base_url, edge_event_loop_tasks=baseline_tasks)
+    await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+    await settle(edge.metrics_url, edge_event_loop_tasks=baseline_tasks)
     assert baseline["edge_sse_streams"] == 0
 
 
@@ -271,7 +276,7 @@ async def test_stream_cap_and_pings(start_edge) -> None:  # type: ignore[no-unty
         assert refused.status_code == 503
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert refused.json()["grpcCode"] == "UNAVAILABLE" and "3 live streams" in refused.json()["detail"]
-        assert metrics(edge.base_url)['edge_sse_rejected_total{reason="full"}'] == 1
+        assert metrics(edge.metrics_url)['edge_sse_rejected_total{reason="full"}'] == 1
         # Keep-alive comments while nothing happens.
         await clients[0].next_event(5, skip_comments=False)  # retry + position
         ping = await clients[0].next_event(5, skip_comments=False)
@@ -279,7 +284,7 @@ async def test_stream_cap_and_pings(start_edge) -> None:  # type: ignore[no-unty
     finally:
         for client in clients:
             client.close()
-    await settle(edge.base_url, edge_sse_streams=0)
+    await settle(edge.metrics_url, edge_sse_streams=0)
     with httpx.stream("GET", f"{edge.base_url}/realtime/ticks?symbol=CAPTEST", timeout=5) as stream:
         assert stream.status_code == 200
 
@@ -292,4 +297,41 @@ def test_without_nats_the_stream_is_503_and_rest_still_works(start_edge) -> None
     assert refused.status_code == 503 and refused.json()["grpcCode"] == "UNAVAILABLE"
     assert "NATS" in refused.json()["detail"]
     assert httpx.get(f"{edge.base_url}/api/v1/symbols").status_code == 200
-    assert metrics(edge.base_url)["edge_sse_streams"] == 0
+    assert metrics(edge.metrics_url)["edge_sse_streams"] == 0
+
+
+def conforms(document: dict, schema: dict, instance: object) -> list[str]:
+    """Errors of instance against a schema of the document (its refs resolved in the document)."""
+    import jsonschema
+
+    rooted = {"allOf": [schema], "components": document["components"]}
+    return [error.message for error in jsonschema.Draft4Validator(rooted).iter_errors(instance)]
+
+
+async def test_events_are_sent_as_the_document_declares_them(edge_stack: EdgeStack, symbol: str) -> None:
+    """Every event (resync and update) matches the LiveEvent schema of the served document, and its data the
+    schema the document names for that event."""
+    document = httpx.get(f"{edge_stack.base_url}/openapi.json").json()
+    event_schema = document["paths"]["/realtime/ticks"]["get"]["responses"]["200"]["content"][
+        "text/event-stream"]["schema"]
+    data_schemas = document["components"]["schemas"]["LiveEvent"]["x-data-schemas"]
+    # An id the edge never issued: the stream opens with a resync.
+    client = await SSEClient.connect(edge_stack.base_url, f"/realtime/ticks?symbol={symbol}",
+                                     headers={"last-event-id": "0-1"})
+    try:
+        events = [await client.next_event(5)]
+        response_ticks, _ = minute_ticks(symbol, 1)
+        assert (await asyncio.to_thread(post_ticks, edge_stack.base_url, edge_stack.api_key,
+                                        response_ticks)).status_code == 200
+        events.append(await client.next_event(15))
+    finally:
+        client.close()
+    assert [event.event for event in events if event] == ["resync", "update"]
+    for event in events:
+        assert event is not None
+        sent = {"event": event.event, "data": event.data, **({"id": event.id} if event.id else {})}
+        assert conforms(document, event_schema, sent) == [], sent
+        payload = json.loads(event.data)
+        assert conforms(document, data_schemas[event.event], payload) == [], (event.event, payload)
+    # The check can fail: an update's data is not a Resync.
+    assert conforms(document, data_schemas["resync"], json.loads(events[1].data))

@@ -91,7 +91,9 @@ def assert_in_order_per_symbol(ids: list[str]) -> None:
 
 @pytest.mark.parametrize("transport", ["grpc", "stream"])
 async def test_everything_arrives_and_retries_resend_the_same_batch(transport: str) -> None:
-    fake = FakeIngest(fail_before={3, 4, 9}, fail_after={6, 12})
+    # Calls 3-5 fail: more than the channel's own attempts (common.channels retries UNAVAILABLE on
+    # PublishTicks), so the feeder's retry is exercised too.
+    fake = FakeIngest(fail_before={3, 4, 5, 9}, fail_after={6, 12})
     server, address = await serve(fake)
     try:
         feeder = Feeder(options(address, transport))
@@ -109,7 +111,8 @@ async def test_everything_arrives_and_retries_resend_the_same_batch(transport: s
         symbol, _, seq = trade_id.split("-")
         assert int(seq) <= per_symbol[symbol]
     assert stats.sent == len(unique), "acknowledged ticks are counted once"
-    assert stats.errors >= 4
+    # gRPC retries single UNAVAILABLE answers of the unary call itself; the feeder sees the rest.
+    assert stats.errors >= (1 if transport == "grpc" else 4)
     # Duplicates come only from the batches whose answer was lost, sent again whole.
     copies = Counter(fake.stored)
     duplicated = {i for i, n in copies.items() if n > 1}

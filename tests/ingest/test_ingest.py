@@ -81,6 +81,52 @@ def test_every_validation_rule_names_its_field(ingest, symbol: str) -> None:  # 
     assert several == ["items[0].price", "items[3].symbol", "items[3].size"]
 
 
+def poison_ticks(symbol: str) -> dict[str, tuple[market_pb2.Tick, list[str]]]:
+    """Ticks a database cannot keep (or a NATS subject cannot carry), with the fields each must be named by."""
+    far_past = tick(symbol, "past")
+    far_past.event_time.seconds = -298_800_000_000  # year -7500
+    before_1970 = tick(symbol, "1969")
+    before_1970.event_time.seconds = -1
+    far_future = tick(symbol, "future")
+    far_future.event_time.seconds = 253_402_300_799  # 9999-12-31
+    control_source = tick(symbol, "ctl")
+    control_source.source = "feed\x1ber"
+    everything = tick("A..B", "x\x00", price=float("nan"), size=1e308)
+    everything.ClearField("event_time")
+    everything.source = "\x85"
+    return {
+        "nul trade id": (tick(symbol, "bad\x00id"), ["items[1].trade_id"]),
+        "control character in source": (control_source, ["items[1].source"]),
+        "far past": (far_past, ["items[1].event_time"]),
+        "before 1970": (before_1970, ["items[1].event_time"]),
+        "far future": (far_future, ["items[1].event_time"]),
+        "price 1e308": (tick(symbol, "p", price=1e308), ["items[1].price"]),
+        "size 1e308": (tick(symbol, "s", size=1e308), ["items[1].size"]),
+        "price below 1e-12": (tick(symbol, "z", price=1e-300), ["items[1].price"]),
+        "symbol BTC.": (tick("BTC.", "b"), ["items[1].symbol"]),
+        "symbol A..B": (tick("A..B", "b"), ["items[1].symbol"]),
+        "symbol -BTC": (tick("-BTC", "b"), ["items[1].symbol"]),
+        "every field at once": (everything, ["items[1].symbol", "items[1].price", "items[1].size",
+                                             "items[1].event_time", "items[1].trade_id", "items[1].source"]),
+    }
+
+
+def test_every_poison_class_is_rejected_naming_each_bad_field(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    good = tick(symbol, "fine")
+    for name, (bad, fields) in poison_ticks(symbol).items():
+        assert rejected_fields(ingest, good, bad) == fields, name
+
+
+def test_the_symbol_rule_is_enforced_when_registering(ingest) -> None:  # type: ignore[no-untyped-def]
+    for name in ("BTC.", "A..B", "-BTC", "B", "A" * 21, "A B", "A*B", "btc"):
+        request = ingest_pb2.UpsertSymbolsRequest(items=[market_pb2.Symbol(symbol=name, base="A", quote="B")])
+        with pytest.raises(grpc.RpcError) as error:
+            ingest.UpsertSymbols(request, metadata=KEY, timeout=10)
+        assert [f for f, _ in field_violations_of(error.value)] == ["items[0].symbol"], name
+    good = [market_pb2.Symbol(symbol=f"{new_symbol()}{suffix}", base="A", quote="B") for suffix in ("-PERP", ".Z24", "_X")]
+    assert ingest.UpsertSymbols(ingest_pb2.UpsertSymbolsRequest(items=good), metadata=KEY, timeout=10).upserted == 3
+
+
 def test_inactive_symbol_is_rejected(pipeline: Stack, ingest) -> None:  # type: ignore[no-untyped-def]
     name = new_symbol()
     ingest.UpsertSymbols(ingest_pb2.UpsertSymbolsRequest(items=[

@@ -1,6 +1,8 @@
 // A second, independent gRPC implementation (Node's @grpc/grpc-js) calling the Python services.
-// Usage: node grpc_js_client.mjs <ingest addr> <aggregator addr> <api key> <symbol> <googleapis include dir>
-// Prints one JSON object with what each call returned.
+// Usage: node grpc_js_client.mjs <ingest addr> <aggregator addr> <api key> <symbol>
+// Prints one JSON object with what each call returned. The contract comes from the descriptor set that
+// `marketdata codegen` writes (it holds every import, buf/validate/validate.proto included).
+import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,10 +12,10 @@ const require = createRequire(path.join(here, "../../tools/package.json"));
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
-const [ingestAddr, aggregatorAddr, apiKey, symbol, googleapis] = process.argv.slice(2);
-const definition = protoLoader.loadSync(["marketdata/v1/ingest.proto", "marketdata/v1/aggregator.proto"], {
-  includeDirs: [path.join(here, "../../proto"), googleapis],
-  keepCase: false,
+const [ingestAddr, aggregatorAddr, apiKey, symbol] = process.argv.slice(2);
+const descriptorSet = fs.readFileSync(path.join(here, "../../proto/marketdata.binpb"));
+const definition = protoLoader.loadFileDescriptorSetFromBuffer(descriptorSet, {
+  // Loaded from descriptors, fields keep their proto names (event_time), whatever keepCase says.
   longs: String,
   enums: String,
   defaults: true,
@@ -40,8 +42,8 @@ function call(client, method, request, key) {
 
 const now = Date.now();
 const tick = (n, price) => ({
-  symbol, price, size: 0.5, tradeId: `js-${now}-${n}`,
-  eventTime: { seconds: String(Math.floor(now / 1000)), nanos: (now % 1000) * 1e6 },
+  symbol, price, size: 0.5, trade_id: `js-${now}-${n}`,
+  event_time: { seconds: String(Math.floor(now / 1000)), nanos: (now % 1000) * 1e6 },
 });
 const result = {
   upsert: await call(ingest, "upsertSymbols", { items: [{ symbol, base: "JS", quote: "USDT", active: true }] }, apiKey),

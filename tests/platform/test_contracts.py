@@ -36,7 +36,7 @@ def test_descriptor_set_loads_and_holds_every_service() -> None:
     for name, methods in {
         "marketdata.v1.IngestService": {"PublishTicks", "StreamTicks", "UpsertSymbols"},
         "marketdata.v1.AggregatorService": {"GetStatus", "Rebuild"},
-        "marketdata.v1.QueryService": {"ListSymbols", "GetLatest", "GetHistory", "WatchTicks"},
+        "marketdata.v1.QueryService": {"ListSymbols", "GetLatest", "GetHistory", "GetTicker", "WatchTicks", "WatchTicker"},
     }.items():
         assert {m.name for m in pool.FindServiceByName(name).methods} == methods
     # Comments are kept (grpcurl describe and the OpenAPI document show them).

@@ -15,7 +15,7 @@ from tests.support.stack import Stack
 EXPECTED = {
     "ingest": ("marketdata.v1.IngestService", {"PublishTicks", "StreamTicks", "UpsertSymbols"}),
     "aggregator": ("marketdata.v1.AggregatorService", {"GetStatus", "Rebuild"}),
-    "query": ("marketdata.v1.QueryService", {"ListSymbols", "GetLatest", "GetHistory", "WatchTicks"}),
+    "query": ("marketdata.v1.QueryService", {"ListSymbols", "GetLatest", "GetHistory", "GetTicker", "WatchTicks", "WatchTicker"}),
 }
 
 

@@ -20,6 +20,11 @@ from marketdata.common.config import SettingsError, load_settings
     ("MD_SUBJECT_PREFIX", "a.b", "MD_SUBJECT_PREFIX='a.b'"),
     ("QUERY_ADDR", "nohost", "QUERY_ADDR='nohost': must be host:port"),
     ("AGGREGATOR_BATCH_MAX_WAIT_MS", "0", "AGGREGATOR_BATCH_MAX_WAIT_MS='0'"),
+    ("MD_STREAM_REPLICAS", "7", "MD_STREAM_REPLICAS='7': must be an integer from 1 to 5"),
+    ("MD_STREAM_MAX_BYTES", "lots", "MD_STREAM_MAX_BYTES='lots': must be a size of at least 1048576 bytes"),
+    ("MD_STREAM_MAX_BYTES", "1K", "MD_STREAM_MAX_BYTES='1K'"),
+    ("MD_STREAM_MAX_AGE_SECONDS", "60", "MD_STREAM_MAX_AGE_SECONDS='60'"),
+    ("DB_POOL_SIZE", "0", "DB_POOL_SIZE='0'"),
 ])
 def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> None:
     with pytest.raises(SettingsError) as error:
@@ -32,6 +37,14 @@ def test_defaults_and_key_list() -> None:
     assert settings.api_keys == ("a", "b")
     assert settings.ingest_port == 50051 and settings.edge_port == 8080
     assert settings.live_subject("BTCUSDT") == "md.live.BTCUSDT"
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("", -1), ("-1", -1), ("1073741824", 1 << 30), ("1G", 10**9), ("1Gi", 1 << 30), ("512Mi", 512 << 20),
+    ("2GB", 2 * 10**9),
+])
+def test_stream_sizes_read_like_kubernetes_quantities(value: str, expected: int) -> None:
+    assert load_settings({"MD_STREAM_MAX_BYTES": value}).stream_max_bytes == expected
 
 
 def test_service_refuses_to_start_with_a_bad_value() -> None:

@@ -122,6 +122,10 @@ async def insert_minutes(conn: asyncpg.Connection, symbol: str, minutes: Sequenc
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $2::timestamptz + interval '59 seconds', 'c')""",
         [(symbol, m.bucket, m.low, m.high, (m.low + m.high) / 2 * m.trades, m.trades, m.volume, m.turnover,
           m.close) for m in minutes])
+    if minutes:
+        # The stored hour and day tiers of these minutes, as the aggregator folds them.
+        await conn.execute("SELECT rebuild_tiers($1, $2, $3)", symbol, min(m.bucket for m in minutes),
+                           max(m.bucket for m in minutes) + timedelta(minutes=1))
 
 
 async def insert_ticks(conn: asyncpg.Connection, symbol: str, ticks: Sequence[RefTick]) -> None:

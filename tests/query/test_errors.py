@@ -57,8 +57,8 @@ async def test_watch_unknown_symbol_is_not_found(query_stub, known) -> None:
 @pytest.mark.parametrize(("fields", "field"), [
     ({"view": "candles"}, "view"),
     ({"view": "OHLC1M"}, "view"),
-    ({"interval": "2m"}, "interval"),
-    ({"interval": "1M"}, "interval"),
+    ({"interval": "7m"}, "interval"),
+    ({"interval": "13M"}, "interval"),
     ({"view": "ticks", "interval": "5m"}, "interval"),
     ({"limit": 5001}, "limit"),
     ({"limit": 4_000_000_000}, "limit"),
@@ -128,15 +128,17 @@ async def test_deadline_cancels_the_query_in_postgresql(query_stub, query_servic
     locker = await asyncpg.connect(database_url)
     try:
         async with locker.transaction():
-            # Every read of ohlc_1m now waits for this lock: the query cannot finish in time.
-            await locker.execute("LOCK TABLE ohlc_1m IN ACCESS EXCLUSIVE MODE")
+            # Every read of the candle tiers (1h reads ohlc_1h) now waits for this lock: the query cannot finish in time.
+            await locker.execute("LOCK TABLE ohlc_1m, ohlc_1h IN ACCESS EXCLUSIVE MODE")
             for _ in range(3):
                 with pytest.raises(grpc.aio.AioRpcError) as error:
                     await query_stub.GetHistory(request, timeout=0.001)
                 assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            call = asyncio.ensure_future(query_stub.GetHistory(request, timeout=0.5))
+            # A deadline long enough for the query to reach PostgreSQL on a loaded machine, short enough that it
+            # is still waiting for the lock when it passes.
+            call = asyncio.ensure_future(query_stub.GetHistory(request, timeout=3))
             # The query reaches PostgreSQL and waits there for the lock...
-            deadline = time.monotonic() + 0.5
+            deadline = time.monotonic() + 3
             while not await waiting_queries(locker, "marketdata-query"):
                 assert time.monotonic() < deadline, "the query never reached PostgreSQL"
                 await asyncio.sleep(0.01)
@@ -144,7 +146,7 @@ async def test_deadline_cancels_the_query_in_postgresql(query_stub, query_servic
                 await call
             assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # ...and is cancelled there at the deadline, while the lock is still held.
-            deadline = time.monotonic() + 1
+            deadline = time.monotonic() + 2
             while await waiting_queries(locker, "marketdata-query"):
                 assert time.monotonic() < deadline, "the timed-out query is still running in PostgreSQL"
                 await asyncio.sleep(0.01)

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from marketdata.common.embedded import free_port
 from marketdata.v1 import ingest_pb2, ingest_pb2_grpc, market_pb2
 from tests.support.processes import ServiceProcess, wait_for
 
@@ -92,8 +93,9 @@ class EdgeStack:
             edge.stop_edge()
 
     @staticmethod
-    def _new_edge(stack: Stack, log_dir: Path, port: int | None) -> ServiceProcess:
-        env = {**stack.client_env(), "WEB_DIST_DIR": str(REPO_ROOT / "web" / "dist")}
+    def _new_edge(stack: Stack, log_dir: Path, port: int | None, metrics_port: int | None = None) -> ServiceProcess:
+        env = {**stack.client_env(), "WEB_DIST_DIR": str(REPO_ROOT / "web" / "dist"),
+               "METRICS_PORT": str(metrics_port or free_port())}
         return ServiceProcess("edge", env, log_dir, port=port)
 
     @property
@@ -104,6 +106,11 @@ class EdgeStack:
     def api_key(self) -> str:
         return self.stack.api_key
 
+    @property
+    def metrics_url(self) -> str:
+        """The edge's Prometheus endpoint (its metrics port, not the public one)."""
+        return f"http://127.0.0.1:{self.edge.env['METRICS_PORT']}/metrics"
+
     def seed_symbol(self, symbol: str) -> None:
         self.stack.seed_symbols(symbol)
 
@@ -111,7 +118,7 @@ class EdgeStack:
         if self.edge.process is not None and self.edge.process.poll() is None:
             return
         if self.edge.process is not None:
-            self.edge = self._new_edge(self.stack, self.log_dir, self._port)
+            self.edge = self._new_edge(self.stack, self.log_dir, self._port, int(self.edge.env["METRICS_PORT"]))
         self.edge.start()
 
         def ready() -> bool:

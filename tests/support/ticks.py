@@ -59,6 +59,11 @@ def with_duplicates(ticks: Sequence[TickSpec], fraction: float, seed: int = 11) 
     return out
 
 
+def renamed(ticks: Sequence[TickSpec], prefix: str) -> list[TickSpec]:
+    """The same ticks under new trade ids: distinct ticks to send again."""
+    return [TickSpec(t.symbol, f"{prefix}-{t.trade_id}", t.event_us, t.price, t.size) for t in ticks]
+
+
 def batches(items: Sequence[TickSpec], size: int) -> Iterable[list[TickSpec]]:
     for start in range(0, len(items), size):
         yield list(items[start:start + size])
@@ -71,10 +76,15 @@ def dec(value: float) -> Decimal:
 
 def expected_minutes(ticks: Iterable[TickSpec]) -> dict[tuple[str, datetime], dict[str, object]]:
     """Minute candles and metrics of the distinct ticks, computed independently of the SQL."""
+    return expected_candles(ticks, timedelta(minutes=1))
+
+
+def expected_candles(ticks: Iterable[TickSpec], step: timedelta) -> dict[tuple[str, datetime], dict[str, object]]:
+    """Candles of `step` (a minute, an hour, a day: UTC buckets from the epoch) of the distinct ticks."""
     distinct = {(t.symbol, t.trade_id): t for t in ticks}
     groups: dict[tuple[str, datetime], list[TickSpec]] = defaultdict(list)
     for tick in distinct.values():
-        bucket = tick.event_time.replace(second=0, microsecond=0)
+        bucket = EPOCH + (tick.event_time - EPOCH) // step * step
         groups[(tick.symbol, bucket)].append(tick)
     result = {}
     for key, group in groups.items():

@@ -1,63 +1,137 @@
-import { useEffect, useMemo, useRef, useState } from "react";
+import { lazy, Suspense, useEffect, useMemo, useRef, useState } from "react";
 import { ChartStatus } from "./components/ChartStatus";
+import { ChartTools } from "./components/ChartTools";
 import { ConnectionBadge } from "./components/ConnectionBadge";
 import { Controls } from "./components/Controls";
-import { PriceChart, type PriceChartHandle } from "./components/PriceChart";
+import { Notices } from "./components/Notices";
+import { PriceChart, type PriceChartHandle, type ScaleMode } from "./components/PriceChart";
 import { QuoteHeader } from "./components/QuoteHeader";
 import { useCandleFeed } from "./hooks/useCandleFeed";
-import { useColorScheme } from "./hooks/useColorScheme";
+import { useColorScheme, useMediaQuery } from "./hooks/useColorScheme";
+import { useFavourites } from "./hooks/useFavourites";
 import { useSelection } from "./hooks/useSelection";
 import { useSymbols } from "./hooks/useSymbols";
-import { summarize, type VisibleRange } from "./lib/candles";
+import { useTickers } from "./hooks/useTickers";
 import { formatPrice } from "./lib/format";
+import { intervalSeconds } from "./lib/intervals";
 import { exposeTestHook } from "./lib/test-hook";
+import { applyTrade, emptyTicker, feedState, sortWatchlist } from "./lib/ticker";
 
-const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+// Not needed for the first candle: loaded after it, in a chunk of its own.
+const Watchlist = lazy(() => import("./components/Watchlist"));
+
+const FIRST_CANDLE_MARK = "md-first-candle";
+
+function useNow(): number {
+  const [now, setNow] = useState(() => Date.now() / 1000);
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now() / 1000), 1000);
+    return () => clearInterval(timer);
+  }, []);
+  return now;
+}
 
 export function App() {
   const scheme = useColorScheme();
   const { symbols, loading: symbolsLoading, error: symbolsError } = useSymbols();
-  const [selection, select] = useSelection();
-  const { symbol, interval } = selection;
-  const feed = useCandleFeed(symbol, interval);
-  const [visible, setVisible] = useState<VisibleRange | null>(null);
+  const [selection, select, linkNotices] = useSelection();
+  const { symbol, interval, zone } = selection;
+  const [notices, setNotices] = useState(linkNotices);
+  // History only for a listed symbol: a link's unknown symbol is never requested (it would be a 404).
+  const chartSymbol = symbols.some((s) => s.symbol === symbol) ? symbol : null;
+  const feed = useCandleFeed(chartSymbol, interval, zone);
+  const [favourites, toggleFavourite] = useFavourites();
+  const [drawerOpen, setDrawerOpen] = useState(false);
+  // Below 640 px the watchlist is a drawer (styles.css): closed, it is out of the tab order too.
+  const phone = useMediaQuery("(max-width: 640px)");
+  const [scaleMode, setScaleMode] = useState<ScaleMode>("linear");
+  const [ignoreOutliers, setIgnoreOutliers] = useState(false);
   const chartRef = useRef<PriceChartHandle>(null);
+  const now = useNow();
 
-  // Default to the first symbol, and leave one that is no longer listed.
+  // One stream for the watchlist: the selected symbol, the favourites, then the rest (up to the stream's cap).
+  const streamed = useMemo(() => {
+    const ordered = sortWatchlist(symbols, favourites).map((s) => s.symbol);
+    return symbol && ordered.includes(symbol) ? [symbol, ...ordered.filter((s) => s !== symbol)] : ordered;
+  }, [symbols, favourites, symbol]);
+  const board = useTickers(streamed);
+
+  // A symbol from the link that is not listed: say so, and show the first listed one.
   useEffect(() => {
     const first = symbols[0];
-    if (first && !symbols.some((s) => s.symbol === symbol)) select({ symbol: first.symbol });
+    if (!first || symbols.some((s) => s.symbol === symbol)) return;
+    if (symbol) setNotices((current) => [...current, `Symbol “${symbol}” is not listed; showing ${first.symbol}.`]);
+    select({ symbol: first.symbol });
   }, [symbols, symbol, select]);
 
-  const summary = useMemo(() => summarize(feed.book?.candles ?? [], visible), [feed.book, visible]);
   const listed = symbols.find((s) => s.symbol === symbol);
+  const listedTicker = (symbol && board.tickers.get(symbol)) || null;
+  // The chart's own stream is ahead of the ticker stream (at most a message a second): fold its last trade in.
+  const ticker = useMemo(
+    () => symbol && feed.lastTrade && feed.symbol === symbol
+      ? applyTrade(listedTicker ?? emptyTicker(symbol), feed.lastTrade)
+      : listedTicker,
+    [symbol, feed.symbol, feed.lastTrade, listedTicker],
+  );
+  // The watchlist's row of the selected symbol agrees with the header.
+  const watchTickers = useMemo(
+    () => (symbol && ticker && ticker !== listedTicker ? new Map(board.tickers).set(symbol, ticker) : board.tickers),
+    [board.tickers, symbol, ticker, listedTicker],
+  );
+  const lastCandle = feed.book?.candles.at(-1);
+  // Without a trade in the 24h window, the newest bar tells when the symbol last traded (at the latest).
+  const lastTradeTime = ticker?.lastTradeTime ?? lastCandle?.time ?? null;
+  const state = feedState(feed.status, lastTradeTime, now, intervalSeconds(interval));
 
   useEffect(() => {
-    document.title = symbol && summary.last !== null
-      ? `${symbol} ${formatPrice(summary.last)} · marketdata`
-      : "marketdata";
-  }, [symbol, summary.last]);
+    const last = ticker?.last ?? lastCandle?.close ?? null;
+    document.title = symbol && last !== null ? `${symbol} ${formatPrice(last)} · marketdata` : "marketdata";
+  }, [symbol, ticker?.last, lastCandle?.close]);
 
   // Runs after the chart drew the feed's book: the hook names the selection the chart shows.
   const drawn = feed.book !== null;
   useEffect(() => {
+    // Time to the first drawn candle after navigation, for the quality bar (≤ 1 s on a local stack).
+    if (drawn && (feed.book?.candles.length ?? 0) > 0 && performance.getEntriesByName(FIRST_CANDLE_MARK).length === 0) {
+      performance.mark(FIRST_CANDLE_MARK);
+    }
+  }, [drawn, feed.book]);
+  useEffect(() => {
+    const bar = (index: number) => {
+      const drawnBar = chartRef.current?.bars().at(index);
+      return drawnBar && "open" in drawnBar
+        ? { time: drawnBar.time as number, open: drawnBar.open, high: drawnBar.high, low: drawnBar.low, close: drawnBar.close }
+        : null;
+    };
     exposeTestHook({
       barCount: () => chartRef.current?.bars().length ?? 0,
-      lastBar: () => {
-        const bar = chartRef.current?.bars().at(-1);
-        return bar && "open" in bar
-          ? { time: bar.time as number, open: bar.open, high: bar.high, low: bar.low, close: bar.close }
-          : null;
-      },
+      lastBar: () => bar(-1),
+      firstBar: () => bar(0),
+      visibleTimes: () => chartRef.current?.visibleTimes() ?? null,
+      markers: () => chartRef.current?.markers() ?? [],
+      axisPrice: (price) => chartRef.current?.axisPrice(price) ?? "",
+      priceScaleWidth: () => chartRef.current?.priceScaleWidth() ?? 0,
+      priceRange: () => chartRef.current?.priceRange() ?? null,
       symbol: drawn ? feed.symbol : null,
       interval: drawn ? feed.interval : null,
+      zone: drawn ? zone : null,
+      complete: feed.complete,
     });
-  }, [drawn, feed.symbol, feed.interval]);
+  }, [drawn, feed.symbol, feed.interval, zone, feed.complete]);
 
-  const onVisibleRangeChange = (range: VisibleRange | null) =>
-    setVisible((previous) =>
-      previous && range && previous.from === range.from && previous.to === range.to ? previous : range,
-    );
+  // Opening the drawer puts the cursor in its search; Escape closes it.
+  useEffect(() => {
+    if (!drawerOpen) return;
+    document.querySelector<HTMLInputElement>("[data-testid=watchlist-search]")?.focus();
+    const onKey = (event: KeyboardEvent) => event.key === "Escape" && setDrawerOpen(false);
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [drawerOpen]);
+
+  const chooseSymbol = (next: string) => {
+    select({ symbol: next });
+    setDrawerOpen(false);
+  };
 
   return (
     <div className="app">
@@ -66,38 +140,94 @@ export function App() {
           <span className="brand-mark" aria-hidden="true" />
           marketdata
         </h1>
+        <button
+          type="button"
+          className="symbol-button"
+          data-testid="symbol-button"
+          aria-expanded={drawerOpen}
+          aria-controls="side-panel"
+          onClick={() => setDrawerOpen((open) => !open)}
+        >
+          {symbol ?? "Symbols"} <span aria-hidden="true">▾</span>
+        </button>
         <Controls
-          symbols={symbols}
-          symbol={symbol}
           interval={interval}
-          onSymbolChange={(next) => select({ symbol: next })}
+          zone={zone}
           onIntervalChange={(next) => select({ interval: next })}
+          onZoneChange={(next) => select({ zone: next })}
         />
-        <ConnectionBadge status={feed.status} />
+        <ConnectionBadge state={state} />
       </header>
-      <QuoteHeader summary={summary} quote={listed?.quote ?? null} />
-      <main className="chart-panel">
-        <PriceChart
-          ref={chartRef}
-          book={feed.book}
-          resetId={feed.resetId}
-          selection={feed.selection}
-          scheme={scheme}
-          onVisibleRangeChange={onVisibleRangeChange}
-        />
-        <ChartStatus
-          symbolsLoaded={!symbolsLoading}
-          symbolCount={symbols.length}
-          candleCount={feed.book?.candles.length ?? null}
-          error={feed.error ?? symbolsError}
-        />
-      </main>
+      <Notices notices={notices} onDismiss={() => setNotices([])} />
+      <div className="workspace">
+        <aside
+          id="side-panel"
+          className={`side-panel${drawerOpen ? " side-panel-open" : ""}`}
+          inert={phone && !drawerOpen}
+          aria-label="Symbols"
+        >
+          <Suspense fallback={<p className="side-loading">Loading watchlist…</p>}>
+            <Watchlist
+              symbols={symbols}
+              tickers={watchTickers}
+              selected={symbol}
+              favourites={favourites}
+              now={now}
+              onSelect={chooseSymbol}
+              onToggleFavourite={toggleFavourite}
+            />
+          </Suspense>
+          {board.error && <p className="side-error">{board.error}</p>}
+          {(board.status === "reconnecting" || board.status === "offline") && (
+            <p className="side-error" data-testid="watchlist-status">Live tickers {board.status}…</p>
+          )}
+        </aside>
+        {drawerOpen && <div className="drawer-backdrop" onClick={() => setDrawerOpen(false)} aria-hidden="true" />}
+        <div className="main-column">
+          <QuoteHeader
+            symbol={symbol}
+            ticker={ticker}
+            base={listed?.base ?? null}
+            quote={listed?.quote ?? null}
+            tradeAge={lastTradeTime === null ? null : now - lastTradeTime}
+          />
+          <main className="chart-panel">
+            <ChartTools
+              scaleMode={scaleMode}
+              ignoreOutliers={ignoreOutliers}
+              loadingOlder={feed.loadingOlder}
+              complete={feed.complete}
+              onScaleModeChange={setScaleMode}
+              onIgnoreOutliersChange={setIgnoreOutliers}
+            />
+            <PriceChart
+              ref={chartRef}
+              book={feed.book}
+              resetId={feed.resetId}
+              olderId={feed.olderId}
+              selection={feed.selection}
+              zone={zone}
+              complete={feed.complete}
+              scheme={scheme}
+              scaleMode={scaleMode}
+              ignoreOutliers={ignoreOutliers}
+              onNeedOlder={feed.loadOlder}
+            />
+            <ChartStatus
+              symbolsLoaded={!symbolsLoading}
+              symbolCount={symbols.length}
+              candleCount={feed.book?.candles.length ?? null}
+              error={feed.error ?? symbolsError}
+            />
+          </main>
+        </div>
+      </div>
       <footer className="footnote">
         <span>
           <span className="key key-sma" aria-hidden="true" /> SMA10 · <span className="key key-up" aria-hidden="true" />
           <span className="key key-down" aria-hidden="true" /> volume by candle direction
         </span>
-        <span>Times in {TIME_ZONE}</span>
+        <span>Candles aligned and labelled in {zone}</span>
       </footer>
     </div>
   );

@@ -62,12 +62,29 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecret }}{{ else }}{{ include "marketdata.fullname" . }}{{ end }}
 {{- end }}
 
-{{/* Secret and key holding DATABASE_URL. */}}
+{{/* Secret and key of the in-chart PostgreSQL's password (generated and kept, or existing). */}}
+{{- define "marketdata.postgresqlSecretName" -}}
+{{- if .Values.postgresql.existingSecret }}{{ .Values.postgresql.existingSecret }}{{ else }}{{ include "marketdata.componentName" (list . "postgresql") }}{{ end }}
+{{- end }}
+{{- define "marketdata.postgresqlSecretKey" -}}
+{{- if .Values.postgresql.existingSecret }}{{ .Values.postgresql.existingSecretKey }}{{ else }}password{{ end }}
+{{- end }}
+
+{{/* Name of the CloudNativePG Cluster; the operator keeps its app credentials in <name>-app. */}}
+{{- define "marketdata.cnpgName" -}}
+{{- include "marketdata.componentName" (list . "db") }}
+{{- end }}
+
+{{/* Secret and key holding DATABASE_URL (external database or CloudNativePG). */}}
 {{- define "marketdata.databaseSecretName" -}}
-{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret }}{{ .Values.externalDatabase.existingSecret }}{{ else }}{{ include "marketdata.fullname" . }}{{ end }}
+{{- if .Values.cloudnativepg.enabled }}{{ include "marketdata.cnpgName" . }}-app
+{{- else if .Values.externalDatabase.existingSecret }}{{ .Values.externalDatabase.existingSecret }}
+{{- else }}{{ include "marketdata.fullname" . }}{{ end }}
 {{- end }}
 {{- define "marketdata.databaseSecretKey" -}}
-{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret }}{{ .Values.externalDatabase.existingSecretKey }}{{ else }}DATABASE_URL{{ end }}
+{{- if .Values.cloudnativepg.enabled }}uri
+{{- else if .Values.externalDatabase.existingSecret }}{{ .Values.externalDatabase.existingSecretKey }}
+{{- else }}DATABASE_URL{{ end }}
 {{- end }}
 
 {{/* Secret and key holding NATS_URL. */}}
@@ -79,11 +96,89 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/*
+Data of the release's own Secret (base64 values): API_KEYS and FEEDER_API_KEY unless auth.existingSecret,
+DATABASE_URL of externalDatabase.url, NATS_URL of the in-chart or externalNats.url NATS. Deterministic (no
+generated values), so the pods' checksums of it change exactly when it does.
+*/}}
+{{- define "marketdata.secretData" -}}
+{{- $fullname := include "marketdata.fullname" . }}
+{{- if not .Values.auth.existingSecret }}
+API_KEYS: {{ .Values.auth.apiKeys | b64enc | quote }}
+FEEDER_API_KEY: {{ default (first (splitList "," .Values.auth.apiKeys) | trim) .Values.auth.feederApiKey | b64enc | quote }}
+{{- end }}
+{{- if and (not .Values.postgresql.enabled) (not .Values.cloudnativepg.enabled) .Values.externalDatabase.url }}
+DATABASE_URL: {{ .Values.externalDatabase.url | b64enc | quote }}
+{{- end }}
+{{- if .Values.nats.enabled }}
+NATS_URL: {{ printf "nats://%s-nats:4222" $fullname | b64enc | quote }}
+{{- else if .Values.externalNats.url }}
+NATS_URL: {{ .Values.externalNats.url | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Kubernetes quantity (1536Mi, 2Gi, 1G, 1048576) to bytes. Call with the quantity; "" gives -1 (no limit).
+*/}}
+{{- define "marketdata.bytes" -}}
+{{- $q := toString . }}
+{{- if eq $q "" }}-1
+{{- else }}
+{{- $number := regexFind "^[0-9]+" $q }}
+{{- $unit := trimPrefix $number $q }}
+{{- $units := dict "" 1 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- if or (not $number) (not (hasKey $units $unit)) }}
+{{- fail (printf "%q is not a size: use a Kubernetes quantity such as 512Mi, 2Gi or 1G" $q) }}
+{{- end }}
+{{- mul (int64 $number) (index $units $unit) }}
+{{- end }}
+{{- end }}
+
+{{/* Replicas of the JetStream streams: config.streamReplicas, or 3 on an in-chart NATS cluster. */}}
+{{- define "marketdata.streamReplicas" -}}
+{{- if .Values.config.streamReplicas }}{{ .Values.config.streamReplicas }}
+{{- else if and .Values.nats.enabled (ge (int .Values.nats.replicas) 3) }}3
+{{- else }}1{{ end }}
+{{- end }}
+
+{{/* Pods of a component at most: autoscaling.maxReplicas (HPA or KEDA), else replicaCount. */}}
+{{- define "marketdata.maxPods" -}}
+{{- $root := index . 0 }}{{ $name := index . 1 }}{{ $svc := index $root.Values.services $name }}
+{{- if and (eq $name "aggregator") $root.Values.keda.enabled }}{{ $root.Values.keda.maxReplicas }}
+{{- else if $svc.autoscaling.enabled }}{{ $svc.autoscaling.maxReplicas }}
+{{- else }}{{ $svc.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+PostgreSQL connections the release may open at most: per component talking to PostgreSQL, its pods at most
+x (dbPoolSize + the connections it holds outside the pool: ingest's LISTEN), plus the migration Job's one.
+Output: "<total>|<explanation>".
+*/}}
+{{- define "marketdata.connectionBudget" -}}
+{{- $root := . }}
+{{- $outside := dict "ingest" 1 }}
+{{- $total := 0 }}
+{{- $parts := list }}
+{{- range $name, $svc := .Values.services }}
+{{- if and $svc.enabled (has "postgresql" $svc.egressTo) }}
+{{- $pods := int (include "marketdata.maxPods" (list $root $name)) }}
+{{- $each := add (int (default 10 $svc.dbPoolSize)) (int (default 0 (index $outside $name))) }}
+{{- $total = add $total (mul $pods $each) }}
+{{- $parts = append $parts (printf "%s %d pods x %d" $name $pods $each) }}
+{{- end }}
+{{- end }}
+{{- if .Values.migrations.enabled }}
+{{- $total = add $total 1 }}
+{{- $parts = append $parts "migrate 1" }}
+{{- end }}
+{{- printf "%d|%s" $total (join " + " $parts) }}
+{{- end }}
+
+{{/*
 True when the migration Job runs as a pre-install/pre-upgrade hook: with an external database,
 which exists before the release, so the services only roll out on a migrated schema.
 */}}
 {{- define "marketdata.migrateAsHook" -}}
-{{- if and .Values.migrations.enabled (not .Values.postgresql.enabled) }}true{{ end }}
+{{- if and .Values.migrations.enabled (not .Values.postgresql.enabled) (not .Values.cloudnativepg.enabled) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -91,8 +186,46 @@ Checks of combinations the schema cannot express; `fail` with a message that say
 Included by every template that depends on them.
 */}}
 {{- define "marketdata.validate" -}}
-{{- if and (not .Values.postgresql.enabled) (not .Values.externalDatabase.url) (not .Values.externalDatabase.existingSecret) }}
-{{- fail "postgresql.enabled is false but no external database is configured: set externalDatabase.url (postgresql://user:password@host:5432/db) or externalDatabase.existingSecret (a Secret with the URL under externalDatabase.existingSecretKey), or set postgresql.enabled=true" }}
+{{- if and (not .Values.postgresql.enabled) (not .Values.cloudnativepg.enabled) (not .Values.externalDatabase.url) (not .Values.externalDatabase.existingSecret) }}
+{{- fail "postgresql.enabled is false but no external database is configured: set externalDatabase.url (postgresql://user:password@host:5432/db) or externalDatabase.existingSecret (a Secret with the URL under externalDatabase.existingSecretKey), or cloudnativepg.enabled=true, or set postgresql.enabled=true" }}
+{{- end }}
+{{- if and .Values.cloudnativepg.enabled (or .Values.postgresql.enabled .Values.externalDatabase.url .Values.externalDatabase.existingSecret) }}
+{{- fail "cloudnativepg.enabled is true: set postgresql.enabled=false and leave externalDatabase empty (the services read the CloudNativePG app Secret)" }}
+{{- end }}
+{{- if and .Values.postgresql.password .Values.postgresql.existingSecret }}
+{{- fail "postgresql.password and postgresql.existingSecret are both set: give one" }}
+{{- end }}
+{{- $budget := splitList "|" (include "marketdata.connectionBudget" .) }}
+{{- $limit := sub (int .Values.postgresql.maxConnections) 3 }}
+{{- if gt (int (first $budget)) (int $limit) }}
+{{- fail (printf "PostgreSQL connection budget exceeded: %s = %s connections, more than postgresql.maxConnections %d minus 3 reserved for superusers: lower services.<name>.dbPoolSize or the replicas (replicaCount, autoscaling.maxReplicas), or raise postgresql.maxConnections to what your server allows" (last $budget) (first $budget) (int .Values.postgresql.maxConnections)) }}
+{{- end }}
+{{- $streamReplicas := int (include "marketdata.streamReplicas" .) }}
+{{- if and .Values.nats.enabled (gt $streamReplicas (int .Values.nats.replicas)) }}
+{{- fail (printf "config.streamReplicas %d is more than the in-chart NATS's nats.replicas %d" $streamReplicas (int .Values.nats.replicas)) }}
+{{- end }}
+{{- if .Values.nats.enabled }}
+{{- $volume := int64 (include "marketdata.bytes" .Values.nats.persistence.size) }}
+{{- $maxFile := int64 (include "marketdata.bytes" .Values.nats.jetstream.maxFile) }}
+{{- if ge $maxFile $volume }}
+{{- fail (printf "nats.jetstream.maxFile %s must be below nats.persistence.size %s: JetStream must hit its own limit (and drop old messages) before the disk is full" .Values.nats.jetstream.maxFile .Values.nats.persistence.size) }}
+{{- end }}
+{{- $streams := add (int64 (include "marketdata.bytes" .Values.config.streamMaxBytes)) (int64 (include "marketdata.bytes" .Values.config.deadletterMaxBytes)) }}
+{{- if or (lt (int64 (include "marketdata.bytes" .Values.config.streamMaxBytes)) 0) (lt (int64 (include "marketdata.bytes" .Values.config.deadletterMaxBytes)) 0) (gt $streams $maxFile) }}
+{{- fail (printf "config.streamMaxBytes %s + config.deadletterMaxBytes %s must be set and fit in nats.jetstream.maxFile %s" (toString .Values.config.streamMaxBytes) (toString .Values.config.deadletterMaxBytes) .Values.nats.jetstream.maxFile) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.keda.enabled .Values.services.aggregator.autoscaling.enabled }}
+{{- fail "keda.enabled and services.aggregator.autoscaling.enabled are both set: KEDA creates the aggregator's HorizontalPodAutoscaler itself; disable one" }}
+{{- end }}
+{{- if and .Values.keda.enabled (not .Values.nats.enabled) (not .Values.keda.natsMonitoringEndpoint) }}
+{{- fail "keda.enabled with an external NATS: set keda.natsMonitoringEndpoint (host:8222 of your NATS monitoring)" }}
+{{- end }}
+{{- if and .Values.gateway.enabled (not .Values.gateway.parentRefs) }}
+{{- fail "gateway.enabled: set gateway.parentRefs to the Gateway the routes attach to" }}
+{{- end }}
+{{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled }}
+{{- fail "monitoring.serviceMonitor and monitoring.podMonitor are both enabled: every target would be scraped twice; pick one" }}
 {{- end }}
 {{- if and .Values.postgresql.enabled (or .Values.externalDatabase.url .Values.externalDatabase.existingSecret) }}
 {{- fail "externalDatabase is set while postgresql.enabled is true: set postgresql.enabled=false to use the external database" }}
@@ -116,10 +249,16 @@ Included by every template that depends on them.
 {{- end }}
 {{- end }}
 
-{{/* Address (host:port) of a gRPC component for clients inside the cluster. */}}
+{{/*
+Address (host:port) of a gRPC component for clients inside the cluster: its headless Service,
+whose DNS name resolves to every ready pod, so clients balance their calls over the replicas.
+*/}}
 {{- define "marketdata.address" -}}
 {{- $root := index . 0 }}{{ $name := index . 1 }}
-{{- printf "%s:%v" (include "marketdata.componentName" (list $root $name)) (index $root.Values.services $name).port }}
+{{- printf "%s:%v" (include "marketdata.headlessName" (list $root $name)) (index $root.Values.services $name).port }}
+{{- end }}
+{{- define "marketdata.headlessName" -}}
+{{- printf "%s-headless" (include "marketdata.componentName" .) }}
 {{- end }}
 
 {{/* Environment shared by every process and the migration Job (the data of the ConfigMap). */}}
@@ -129,6 +268,10 @@ LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 MD_STREAM: {{ .Values.config.stream | quote }}
 MD_SUBJECT_PREFIX: {{ .Values.config.subjectPrefix | quote }}
+MD_STREAM_REPLICAS: {{ include "marketdata.streamReplicas" . | quote }}
+MD_STREAM_MAX_BYTES: {{ include "marketdata.bytes" .Values.config.streamMaxBytes | quote }}
+MD_STREAM_MAX_AGE_SECONDS: {{ .Values.config.streamMaxAgeSeconds | quote }}
+MD_DEADLETTER_MAX_BYTES: {{ include "marketdata.bytes" .Values.config.deadletterMaxBytes | quote }}
 SHUTDOWN_GRACE_SECONDS: {{ .Values.config.shutdownGraceSeconds | quote }}
 METRICS_PORT: {{ .Values.config.metricsPort | quote }}
 CORS_ORIGINS: {{ .Values.config.corsOrigins | quote }}
@@ -139,44 +282,94 @@ EDGE_PORT: {{ .Values.services.edge.port | quote }}
 INGEST_ADDR: {{ include "marketdata.address" (list . "ingest") | quote }}
 QUERY_ADDR: {{ include "marketdata.address" (list . "query") | quote }}
 AGGREGATOR_ADDR: {{ include "marketdata.address" (list . "aggregator") | quote }}
+GRPC_MAX_CONNECTION_AGE_SECONDS: {{ .Values.config.grpcMaxConnectionAgeSeconds | quote }}
+GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS: {{ .Values.config.grpcMaxConnectionAgeGraceSeconds | quote }}
 {{- range $key, $value := .Values.config.extraEnv }}
 {{ $key }}: {{ $value | quote }}
 {{- end }}
 {{- end }}
 
 {{/*
-Environment from Secrets. Call with (dict "root" $ "database" true "nats" true "auth" true
-"databaseSecret" "optional-override").
+Credentials a process reads, as a YAML list of {name, value} or {name, secret, key}: only what it needs.
+Call with (dict "root" $ "database" bool "nats" bool "apiKeys" "accept|send|none" "databaseSecret" "override").
+DATABASE_URL for the in-chart PostgreSQL carries no password: PGPASSWORD (read by asyncpg, as by libpq)
+comes from the password Secret, so any character is safe in it and the URL needs no lookup.
 */}}
-{{- define "marketdata.secretEnv" -}}
-{{- $root := .root }}
+{{- define "marketdata.envRefs" -}}
+{{- $root := .root }}{{ $v := $root.Values }}
 {{- if .database }}
+{{- if $v.postgresql.enabled }}
 - name: DATABASE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ default (include "marketdata.databaseSecretName" $root) .databaseSecret }}
-      key: {{ include "marketdata.databaseSecretKey" $root }}
+  value: {{ printf "postgresql://%s@%s:5432/%s" ($v.postgresql.username | urlquery) (include "marketdata.componentName" (list $root "postgresql")) $v.postgresql.database | quote }}
+- name: PGPASSWORD
+  secret: {{ include "marketdata.postgresqlSecretName" $root }}
+  key: {{ include "marketdata.postgresqlSecretKey" $root }}
+{{- else }}
+- name: DATABASE_URL
+  secret: {{ default (include "marketdata.databaseSecretName" $root) .databaseSecret }}
+  key: {{ include "marketdata.databaseSecretKey" $root }}
+{{- end }}
 {{- end }}
 {{- if .nats }}
 - name: NATS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "marketdata.natsSecretName" $root }}
-      key: {{ include "marketdata.natsSecretKey" $root }}
+  secret: {{ include "marketdata.natsSecretName" $root }}
+  key: {{ include "marketdata.natsSecretKey" $root }}
 {{- end }}
-{{- if .auth }}
+{{- if eq (default "none" .apiKeys) "accept" }}
 - name: API_KEYS
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "marketdata.authSecretName" $root }}
-      key: API_KEYS
+  secret: {{ include "marketdata.authSecretName" $root }}
+  key: API_KEYS
+{{- else if eq (default "none" .apiKeys) "send" }}
 - name: FEEDER_API_KEY
+  secret: {{ include "marketdata.authSecretName" $root }}
+  key: FEEDER_API_KEY
+{{- end }}
+{{- end }}
+
+{{/* The env entries of envRefs. Call with the same dict. */}}
+{{- define "marketdata.secretEnv" -}}
+{{- range $ref := include "marketdata.envRefs" . | fromYamlArray }}
+- name: {{ $ref.name }}
+  {{- if $ref.secret }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "marketdata.authSecretName" $root }}
-      key: FEEDER_API_KEY
-      optional: true
+      name: {{ $ref.secret }}
+      key: {{ $ref.key }}
+  {{- else }}
+  value: {{ $ref.value | quote }}
+  {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+sha256 of every Secret value a pod reads (call with the dict of envRefs), for its checksum/secrets
+annotation: a changed key rolls exactly the pods that read it. The release's own Secret is hashed as
+rendered; an existing Secret (auth/externalDatabase/externalNats/postgresql.existingSecret, the CloudNativePG
+app Secret) as `helm upgrade` finds it in the cluster (lookup; a render without a cluster, as GitOps tools
+do, hashes its name only: roll those pods yourself or use a reloader). The generated PostgreSQL password
+never changes once the data is initialised; its checksum part is postgresql.password.
+*/}}
+{{- define "marketdata.secretChecksum" -}}
+{{- $root := .root }}
+{{- $fullname := include "marketdata.fullname" $root }}
+{{- $own := include "marketdata.secretData" $root | fromYaml }}
+{{- $generatedPassword := and $root.Values.postgresql.enabled (not $root.Values.postgresql.existingSecret) }}
+{{- $parts := list }}
+{{- range $ref := include "marketdata.envRefs" . | fromYamlArray }}
+{{- if $ref.secret }}
+{{- $value := "" }}
+{{- if eq $ref.secret $fullname }}
+{{- $value = index $own $ref.key | default "" }}
+{{- else if and $generatedPassword (eq $ref.secret (include "marketdata.postgresqlSecretName" $root)) }}
+{{- $value = $root.Values.postgresql.password }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace $ref.secret }}
+{{- if $existing }}{{ $value = index (default dict $existing.data) $ref.key | default "" }}{{ end }}
+{{- end }}
+{{- $parts = append $parts (printf "%s/%s=%s" $ref.secret $ref.key $value) }}
+{{- end }}
+{{- end }}
+{{- join ";" $parts | sha256sum }}
 {{- end }}
 
 {{/* Pod-level hardening shared by the chart's own pods. */}}
@@ -198,16 +391,23 @@ checkov.io/skip3: CKV_K8S_15=imagePullPolicy is a value (IfNotPresent by default
       {{- include "marketdata.selectorLabels" . | nindent 6 }}
 {{- end }}
 {{- define "marketdata.dnsEgress" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
 - to:
+    {{- if $dns.peers }}
+    {{- toYaml $dns.peers | nindent 4 }}
+    {{- else }}
     - namespaceSelector:
         matchLabels:
-          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dns.namespace }}
+          kubernetes.io/metadata.name: {{ $dns.namespace }}
+      {{- with $dns.podLabels }}
       podSelector:
         matchLabels:
-          {{- toYaml .Values.networkPolicy.dns.podLabels | nindent 10 }}
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
+    {{- end }}
   ports:
-    - {port: 53, protocol: UDP}
-    - {port: 53, protocol: TCP}
+    - {port: {{ $dns.port }}, protocol: UDP}
+    - {port: {{ $dns.port }}, protocol: TCP}
 {{- end }}
 {{- /* Egress rules towards the listed components. Call with (list $ (list "nats" "ingest")). */}}
 {{- define "marketdata.egressTo" -}}
@@ -231,6 +431,13 @@ checkov.io/skip3: CKV_K8S_15=imagePullPolicy is a value (IfNotPresent by default
 {{- if $root.Values.postgresql.enabled }}
 - to:
     {{- include "marketdata.peer" (list $root "postgresql") | nindent 4 }}
+  ports:
+    - {port: 5432, protocol: TCP}
+{{- else if $root.Values.cloudnativepg.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          cnpg.io/cluster: {{ include "marketdata.cnpgName" $root }}
   ports:
     - {port: 5432, protocol: TCP}
 {{- else }}

@@ -6,6 +6,17 @@ idle and JetStream has nothing more to deliver right now, so a quiet feed is com
 one in large batches. Up to AGGREGATOR_COMMIT_CONCURRENCY batches commit at once, each in its own transaction; each
 message is acknowledged only after the transaction holding its ledger row committed. A batch is one
 statement (rollup.COMMIT_BATCH_JOINED): one round trip.
+
+Ledger: keyed by the stream's incarnation (`<name>@<creation time>`, read on subscribe), so a stream
+recreated with sequences starting at 1 again never meets the rows of its predecessor; pruning keeps the
+incarnation's ack floor in ledger_floors, so a recreated consumer delivering the stream from its start
+skips what was applied before (rollup.LEDGER_PRUNE, LEDGER_RECONCILE).
+
+Poison: a batch PostgreSQL refuses with a data error (SQLSTATE class 22, data exception, or 23, integrity
+constraint violation) is split in halves until the message at fault stands alone; that message goes to the
+dead-letter stream with the error, every other one commits. Any other failure (PostgreSQL away, a
+timeout) is redelivered with a growing delay, and a message still failing after AGGREGATOR_MAX_DELIVER
+deliveries is dead-lettered too, so one message can never stop the consumer (nor its ack floor).
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 from google.protobuf.message import DecodeError
@@ -25,6 +36,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
+from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge
 
 from marketdata.aggregator import rollup
@@ -45,17 +57,30 @@ BUSY_POLL_SECONDS = 0.005
 # Batches committed at once, each in its own transaction on its own connection (like replicas: upserts
 # take their row locks in key order, so they cannot deadlock). Two keep PostgreSQL busy while the
 # aggregator hands over a result and ships the next batch.
-LEDGER_PRUNE_SECONDS = 60.0
+# Redelivery delay after a failed commit: doubles with each delivery of the message, up to this.
+MAX_REDELIVERY_DELAY_SECONDS = 30.0
+# SQLSTATE classes of errors caused by the data itself: retrying the same batch can never succeed.
+DATA_ERROR_CLASSES = ("22", "23")
 THROUGHPUT_WINDOW_SECONDS = 10.0
+# With nothing to fetch for this long, check that the consumer still exists (its stream may have been
+# deleted and recreated, which deletes the consumer too).
+IDLE_CONSUMER_CHECK_SECONDS = 5.0
 
 COMMITTED = Counter("aggregator_ticks_committed_total", "Distinct ticks committed to ticks_history")
 DUPLICATES = Counter("aggregator_ticks_duplicate_total", "Ticks skipped as already stored")
-DEAD_LETTERED = Counter("aggregator_messages_dead_lettered_total", "Messages moved to the dead-letter subject")
+DEAD_LETTERED = Counter("aggregator_messages_dead_lettered_total", "Messages moved to the dead-letter subject",
+                        ["cause"])
 BATCH_SECONDS = Gauge("aggregator_last_batch_seconds", "Duration of the last committed batch transaction")
 
 
 class PoisonMessage(Exception):
     """A message that can never be processed; it goes to the dead-letter subject."""
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL refused the data itself (SQLSTATE class 22 or 23), not the moment."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, asyncpg.PostgresError) and isinstance(state, str) and state[:2] in DATA_ERROR_CLASSES
 
 
 @dataclass
@@ -92,6 +117,8 @@ class Decoded:
     msg: Msg
     seq: int
     ticks: rollup.TickColumns
+    # The stream incarnation it was delivered from (its ledger key).
+    stream_key: str = ""
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -138,6 +165,8 @@ class Aggregator:
         self.stats = Stats()
         self.consuming = False
         self._subscription = None
+        # The ledger's key of the stream incarnation being consumed (rollup.stream_incarnation).
+        self.stream_key = settings.stream
         self._carry: list[Decoded] = []
         self._ticks_per_message = 100
         # symbol -> (batch number, minute) of the last live update sent.
@@ -154,7 +183,14 @@ class Aggregator:
 
     async def _subscribe(self, client: NATS) -> None:
         await ensure_streams(client, self.settings)
-        self._subscription = await client.jetstream().pull_subscribe(
+        js = client.jetstream()
+        info = await js.stream_info(self.settings.stream)
+        key = rollup.stream_incarnation(self.settings.stream, info.created)
+        if key != self.stream_key:
+            await self.pool.execute(rollup.LEDGER_RECONCILE, self.settings.stream, key)
+            log.info("consuming stream incarnation", extra={"stream": key})
+        self.stream_key = key
+        self._subscription = await js.pull_subscribe(
             f"{self.settings.ticks_subject_prefix}.>",
             durable=self.settings.consumer,
             stream=self.settings.stream,
@@ -164,6 +200,7 @@ class Aggregator:
                 deliver_policy=api.DeliverPolicy.ALL,
                 max_ack_pending=-1,
                 max_waiting=512,
+                max_deliver=self.settings.max_deliver,
             ),
         )
 
@@ -200,8 +237,9 @@ class Aggregator:
                 try:
                     decoded = decode_columns(msg, self.settings)
                 except PoisonMessage as exc:
-                    await self._dead_letter(client, msg, str(exc))
+                    await self._dead_letter(client, msg, str(exc), "undecodable")
                     continue
+                decoded.stream_key = self.stream_key
                 if ticks >= limit:
                     self._carry.append(decoded)
                     continue
@@ -210,15 +248,15 @@ class Aggregator:
                 self._ticks_per_message = max(1, (self._ticks_per_message * 7 + len(decoded)) // 8)
         return batch
 
-    async def _dead_letter(self, client: NATS, msg: Msg, reason: str) -> None:
+    async def _dead_letter(self, client: NATS, msg: Msg, reason: str, cause: str) -> None:
         letter = events_pb2.DeadLetter(subject=msg.subject, stream_sequence=msg.metadata.sequence.stream,
                                        reason=reason, payload=msg.data)
         letter.time.GetCurrentTime()
         await client.jetstream().publish(self.settings.deadletter_subject, letter.SerializeToString(),
-                                         headers={"Nats-Msg-Id": f"dlq-{self.settings.stream}-"
+                                         headers={"Nats-Msg-Id": f"dlq-{self.stream_key}-"
                                                                  f"{msg.metadata.sequence.stream}"})
         await msg.term()
-        DEAD_LETTERED.inc()
+        DEAD_LETTERED.labels(cause).inc()
         log.error("message dead-lettered", extra={"subject": msg.subject, "reason": reason,
                                                   "sequence": msg.metadata.sequence.stream})
 
@@ -232,7 +270,8 @@ class Aggregator:
             seqs.append(decoded.seq)
             tick_seqs.extend([decoded.seq] * len(decoded))
             ticks.extend(decoded.ticks)
-        rows = await self.pool.fetch(*rollup.commit_arguments(self.settings.stream, seqs, tick_seqs, ticks))
+        # One batch comes from one subscription, hence one stream incarnation.
+        rows = await self.pool.fetch(*rollup.commit_arguments(batch[0].stream_key, seqs, tick_seqs, ticks))
         inserted = rows[0]["inserted"] if rows else 0
         received = rows[0]["received"] if rows else 0
         if received:
@@ -259,10 +298,15 @@ class Aggregator:
                                           size=row["size"], side=row["side"], source=row["source"]),
                 candle=market_pb2.Candle(symbol=row["symbol"], open=row["open"], high=row["high"], low=row["low"],
                                          close=row["close"], volume=row["volume"], trades=row["trades"],
-                                         vwap=row["vwap"]),
+                                         vwap=row["vwap"], quote_volume=row["quote_volume"],
+                                         taker_buy_volume=row["taker_buy_volume"],
+                                         taker_buy_quote_volume=row["taker_buy_quote_volume"],
+                                         sma10=row["sma10"]),
             )
             update.last_tick.event_time.FromDatetime(row["event_time"])
             update.candle.time.FromDatetime(row["bucket"])
+            update.candle.close_time.FromDatetime(row["bucket"] + timedelta(minutes=1))
+            update.candle.closed = row["bucket"] + timedelta(minutes=1) <= commit_time
             update.commit_time.FromDatetime(commit_time)
             await client.publish(self.settings.live_subject(row["symbol"]), update.SerializeToString())
 
@@ -280,15 +324,56 @@ class Aggregator:
         try:
             await self.process(client, batch, number)
         except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+            if is_data_error(exc):
+                await self._split(client, batch, number, exc)
+                return
+            error = f"{type(exc).__name__}: {exc}"
+            if len(batch) > 1 and any(self._last_delivery(d) for d in batch):
+                # Before giving up on a message, try each alone: neighbours never share its fate.
+                for decoded in batch:
+                    await self._process_or_redeliver(client, [decoded], number)
+                return
             # Not acknowledged: JetStream redelivers; the ledger makes the retry exact.
-            log.warning("batch not committed, will be redelivered", extra={"error": str(exc) or type(exc).__name__,
-                                                                           "messages": len(batch)})
-            for decoded in batch:
-                try:
-                    await decoded.msg.nak(delay=1)
-                except Exception:  # noqa: BLE001 - redelivered after ack_wait anyway
-                    pass
+            log.warning("batch not committed, will be redelivered", extra={"error": error, "messages": len(batch)})
+            await self._redeliver_or_give_up(client, batch, error)
             await asyncio.sleep(1)
+
+    def _last_delivery(self, decoded: Decoded) -> bool:
+        return (decoded.msg.metadata.num_delivered or 1) >= self.settings.max_deliver
+
+    async def _split(self, client: NATS, batch: list[Decoded], number: int, error: BaseException) -> None:
+        """Commits the batch in halves until the message PostgreSQL refuses stands alone, and dead-letters it."""
+        if len(batch) == 1:
+            state = getattr(error, "sqlstate", "")
+            try:
+                await self._dead_letter(client, batch[0].msg, f"PostgreSQL refused it (SQLSTATE {state}): {error}",
+                                        "data_error")
+            except Exception as exc:  # noqa: BLE001 - NATS away: not acked, so redelivered and split again
+                log.warning("cannot dead-letter a message", extra={"error": str(exc) or type(exc).__name__})
+            return
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            try:
+                await self.process(client, half, number)
+            except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+                if is_data_error(exc):
+                    await self._split(client, half, number, exc)
+                else:
+                    await self._redeliver_or_give_up(client, half, f"{type(exc).__name__}: {exc}")
+
+    async def _redeliver_or_give_up(self, client: NATS, batch: list[Decoded], error: str) -> None:
+        """Naks each message with a delay growing with its deliveries; dead-letters one that had its last."""
+        limit = self.settings.max_deliver
+        for decoded in batch:
+            delivered = decoded.msg.metadata.num_delivered or 1
+            try:
+                if delivered >= limit:
+                    await self._dead_letter(client, decoded.msg, f"not committed after {delivered} deliveries: "
+                                                                 f"{error}", "max_deliver")
+                else:
+                    await decoded.msg.nak(delay=min(MAX_REDELIVERY_DELAY_SECONDS, 2.0 ** (delivered - 1)))
+            except Exception:  # noqa: BLE001 - NATS away: redelivered after ack_wait anyway
+                pass
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consumes until stopping is set; survives NATS and PostgreSQL outages."""
@@ -299,6 +384,7 @@ class Aggregator:
         def committer_idle() -> bool:
             return sum(1 for task in committing if not task.done()) < self.settings.commit_concurrency
 
+        checked = time.monotonic()
         try:
             while not stopping.is_set():
                 try:
@@ -307,12 +393,15 @@ class Aggregator:
                         await self._subscribe(client)
                         self.consuming = True
                     batch = await self._fetch_batch(client, committer_idle)
+                    checked = time.monotonic()
                 except (NatsTimeoutError, asyncio.TimeoutError):
+                    if time.monotonic() - checked >= IDLE_CONSUMER_CHECK_SECONDS:
+                        checked = time.monotonic()
+                        await self._check_subscription(client)
                     continue
                 except Exception as exc:  # noqa: BLE001 - NATS away: retry the subscription
                     log.warning("cannot consume from JetStream", extra={"error": str(exc) or type(exc).__name__})
-                    self.consuming = False
-                    self._subscription = None
+                    await self._drop_subscription()
                     await asyncio.sleep(1)
                     continue
                 while len(committing) >= self.settings.commit_concurrency:
@@ -326,18 +415,49 @@ class Aggregator:
             if committing:
                 await asyncio.shield(asyncio.gather(*committing, return_exceptions=True))
 
+    async def _drop_subscription(self) -> None:
+        self.consuming = False
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                await subscription.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may be gone; nothing to release then
+                pass
+
+    async def _check_subscription(self, client: NATS) -> None:
+        """Resubscribes when the stream was recreated (another incarnation) or the consumer deleted."""
+        js = client.jetstream()
+        try:
+            info = await js.stream_info(self.settings.stream)
+            if rollup.stream_incarnation(self.settings.stream, info.created) == self.stream_key:
+                await js.consumer_info(self.settings.stream, self.settings.consumer, timeout=2)
+                return
+            log.warning("the stream was recreated: resubscribing", extra={"stream": self.settings.stream})
+        except NotFoundError:
+            log.warning("the stream or the consumer is gone: resubscribing", extra={"stream": self.settings.stream})
+        except Exception as exc:  # noqa: BLE001 - NATS away: the next fetch fails and resubscribes
+            log.debug("subscription check failed", extra={"error": str(exc) or type(exc).__name__})
+            return
+        await self._drop_subscription()
+
     async def prune_ledger(self, stopping: asyncio.Event) -> None:
-        """Drops ledger rows below the ack floor: those messages can never be redelivered."""
+        """Drops ledger rows below the ack floor (those messages can never be redelivered), keeping the floor."""
         while not stopping.is_set():
             try:
-                await asyncio.wait_for(stopping.wait(), LEDGER_PRUNE_SECONDS)
+                await asyncio.wait_for(stopping.wait(), self.settings.ledger_prune_seconds)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
+                client = await self.nats.wait_connected(timeout=2)
+                # The incarnation first, then its consumer's floor: a floor is never applied to a newer one.
+                stream = await client.jetstream().stream_info(self.settings.stream)
+                key = rollup.stream_incarnation(self.settings.stream, stream.created)
+                if key != self.stream_key:
+                    continue  # the consumer resubscribes to the new incarnation first
                 info = await self.consumer_info()
                 floor = info.ack_floor.stream_seq if info.ack_floor else 0
                 if floor:
-                    await self.pool.execute(rollup.LEDGER_PRUNE, self.settings.stream, floor)
+                    await self.pool.execute(rollup.LEDGER_PRUNE, key, floor)
             except Exception as exc:  # noqa: BLE001 - try again next round
                 log.warning("ledger prune failed", extra={"error": str(exc) or type(exc).__name__})

@@ -1,4 +1,4 @@
-"""The SQL that folds ticks into ticks_history, ohlc_1m and metrics_1m.
+"""The SQL that folds ticks into ticks_history, ohlc_1m, metrics_1m and the stored tiers ohlc_1h and ohlc_1d.
 
 Only ticks newly inserted into ticks_history are folded, and every merge is order-independent:
 open/close/last keep the tick with the earliest/latest (event_time, trade_id), high/low/min/max take
@@ -10,6 +10,7 @@ concurrent replicas take row locks in the same order and cannot deadlock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 # Aggregates of one (symbol, minute) over a set of ticks named {source}.
 _MINUTES = """
@@ -21,7 +22,9 @@ SELECT symbol COLLATE "C" AS symbol, date_trunc('minute', event_time) AS bucket,
        (array_agg(trade_id ORDER BY event_time, trade_id COLLATE "C"))[1] AS open_trade_id,
        (array_agg(price ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close,
        (array_agg(event_time ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_time,
-       (array_agg(trade_id ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_trade_id{extra}
+       (array_agg(trade_id ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_trade_id,
+       coalesce(sum(size) FILTER (WHERE side = 1), 0) AS taker_buy_volume,
+       coalesce(sum(price * size) FILTER (WHERE side = 1), 0) AS taker_buy_turnover{extra}
 FROM {source}
 GROUP BY 1, 2
 """
@@ -32,12 +35,14 @@ _CLOSE_TICK = """,
        (array_agg(side ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_side,
        (array_agg(source ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_source"""
 
-_UPSERT_OHLC = """
-INSERT INTO ohlc_1m AS c (symbol, bucket, open, high, low, close, volume, trades, turnover,
-                          open_time, open_trade_id, close_time, close_trade_id)
+_UPSERT_CANDLES = """
+INSERT INTO {table} AS c (symbol, bucket, open, high, low, close, volume, trades, turnover,
+                          open_time, open_trade_id, close_time, close_trade_id,
+                          taker_buy_volume, taker_buy_turnover)
 SELECT symbol, bucket, open, high, low, close, volume, trades, turnover,
-       open_time, open_trade_id, close_time, close_trade_id
-FROM minutes ORDER BY symbol, bucket
+       open_time, open_trade_id, close_time, close_trade_id,
+       taker_buy_volume, taker_buy_turnover
+FROM {source} ORDER BY symbol, bucket
 ON CONFLICT (symbol, bucket) DO UPDATE SET
     open = CASE WHEN (excluded.open_time, excluded.open_trade_id) < (c.open_time, c.open_trade_id)
                 THEN excluded.open ELSE c.open END,
@@ -54,10 +59,38 @@ ON CONFLICT (symbol, bucket) DO UPDATE SET
     volume = c.volume + excluded.volume,
     trades = c.trades + excluded.trades,
     turnover = c.turnover + excluded.turnover,
+    taker_buy_volume = c.taker_buy_volume + excluded.taker_buy_volume,
+    taker_buy_turnover = c.taker_buy_turnover + excluded.taker_buy_turnover,
     updated_at = now()
-RETURNING symbol, bucket, open::float8, high::float8, low::float8, close::float8, volume::float8, trades,
-          vwap::float8
+{returning}
 """
+
+_CANDLE_RETURNING = """RETURNING symbol, bucket, open::float8, high::float8, low::float8, close::float8, volume::float8, trades,
+          vwap::float8, turnover::float8 AS quote_volume, taker_buy_volume::float8 AS taker_buy_volume,
+          taker_buy_turnover::float8 AS taker_buy_quote_volume"""
+_UPSERT_OHLC = _UPSERT_CANDLES.format(table="ohlc_1m", source="minutes", returning=_CANDLE_RETURNING)
+
+# The stored tiers: candles of UTC hours and days, built from the batch's minute aggregates and merged exactly as
+# minutes are (so they equal rebuild_tiers() of migration 0004 over ohlc_1m, whatever the order of the ticks).
+TIERS = {"ohlc_1h": "1 hour", "ohlc_1d": "1 day"}
+
+_TIER_BUCKETS = """
+SELECT symbol, date_bin('{step}', bucket, timestamptz '1970-01-01 00:00:00+00') AS bucket,
+       min(low) AS low, max(high) AS high, sum(volume) AS volume, sum(trades) AS trades, sum(turnover) AS turnover,
+       (array_agg(open ORDER BY open_time, open_trade_id COLLATE "C"))[1] AS open, min(open_time) AS open_time,
+       (array_agg(open_trade_id ORDER BY open_time, open_trade_id COLLATE "C"))[1] AS open_trade_id,
+       (array_agg(close ORDER BY close_time DESC, close_trade_id COLLATE "C" DESC))[1] AS close,
+       max(close_time) AS close_time,
+       (array_agg(close_trade_id ORDER BY close_time DESC, close_trade_id COLLATE "C" DESC))[1] AS close_trade_id,
+       sum(taker_buy_volume) AS taker_buy_volume, sum(taker_buy_turnover) AS taker_buy_turnover
+FROM minutes
+GROUP BY 1, 2
+"""
+
+_TIER_CTES = "".join(
+    f"""{table}_buckets AS ({_TIER_BUCKETS.format(step=step)}),
+{table}_upserted AS ({_UPSERT_CANDLES.format(table=table, source=f"{table}_buckets", returning="RETURNING 1")}),
+""" for table, step in TIERS.items())
 
 _UPSERT_METRICS = """
 INSERT INTO metrics_1m AS m (symbol, bucket, min, max, price_sum, trades, volume, turnover,
@@ -93,14 +126,14 @@ _FOLD_BODY = f"""
 inserted AS (
     INSERT INTO ticks_history (symbol, trade_id, event_time, price, size, side, source)
     SELECT symbol, trade_id, event_time, price, size, side, source FROM batch
-    ORDER BY symbol COLLATE "C", trade_id COLLATE "C"
-    ON CONFLICT (symbol, trade_id) DO NOTHING
+    ORDER BY symbol COLLATE "C", event_time, trade_id COLLATE "C"
+    ON CONFLICT (symbol, event_time, trade_id) DO NOTHING
     RETURNING symbol, trade_id, event_time, price, size, side, source
 ),
 minutes AS ({_MINUTES.format(source="inserted", extra=_CLOSE_TICK)}),
 candles AS ({_UPSERT_OHLC}),
 metrics AS ({_UPSERT_METRICS}),
-latest AS (
+{_TIER_CTES}latest AS (
     SELECT DISTINCT ON (symbol) symbol, bucket, close_trade_id AS trade_id, close_time AS event_time,
            close::float8 AS price, close_size::float8 AS size, close_side AS side, close_source AS source
     FROM minutes ORDER BY symbol, bucket DESC
@@ -110,25 +143,39 @@ counts AS (
 )
 SELECT l.symbol, l.trade_id, l.event_time, l.price, l.size, l.side, l.source,
        c.bucket, c.open, c.high, c.low, c.close, c.volume, c.trades, c.vwap,
+       c.quote_volume, c.taker_buy_volume, c.taker_buy_quote_volume,
+       CASE WHEN p.closes = 9 THEN (p.close_sum + c.close) / 10 END AS sma10,
        n.inserted, n.minutes, (SELECT count(*) FROM metrics) AS metrics_rows{{received}}
 FROM counts n
 LEFT JOIN (latest l JOIN candles c ON c.symbol = l.symbol AND c.bucket = l.bucket) ON true
+-- SMA10 of the live candle: its close and the 9 stored minutes before it (the statement's own upserts are
+-- not visible to it, and the minutes before the latest one are what they were). l.symbol is COLLATE "C": compared
+-- in the column's own collation, so each partition's primary key serves the probe (else: a scan of every minute).
+LEFT JOIN LATERAL (
+    SELECT count(*) AS closes, sum(x.close)::float8 AS close_sum
+    FROM (SELECT o.close FROM ohlc_1m o WHERE o.symbol = l.symbol COLLATE "default" AND o.bucket < l.bucket
+          ORDER BY o.bucket DESC LIMIT 9) x
+) p ON l.symbol IS NOT NULL
 """
 
+# Doubles become numerics through their text form, the shortest decimal that reads back as the same double
+# (PostgreSQL >= 12 with extra_float_digits >= 1, the default, which the aggregator's pool sets anyway): a
+# direct float8::numeric keeps only 15 significant digits. So ticks_raw, ticks_history and the candles agree.
 FOLD_TICKS = f"""
 WITH batch AS (
     SELECT symbol, trade_id, timestamptz 'epoch' + event_us * interval '1 microsecond' AS event_time,
-           price::numeric AS price, size::numeric AS size, side, source
+           price::text::numeric AS price, size::text::numeric AS size, side, source
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::float8[], $6::int2[], $7::text[])
          AS t(symbol, trade_id, event_us, price, size, side, source)
 ),
 {_FOLD_BODY.format(received="")}"""
 
 # The aggregator's whole batch in one statement (one round trip, one implicit transaction): the ledger
-# insert of the batch's message sequences, the ticks of the messages that were new to the ledger into
+# insert of the batch's message sequences (those above the stream incarnation's pruned floor: at or below
+# it, a message was applied before its ledger row was pruned), the ticks of the messages that were new to the ledger into
 # ticks_raw (as received, doubles) and folded as FOLD_TICKS does. A redelivered message finds its
 # sequence in the ledger and contributes nothing.
-# $1 stream, $2 message seqs int8[], then per tick: $3 message seq, $4 symbol, $5 trade_id, $6 event µs,
+# $1 stream incarnation (`<name>@<created>`), $2 message seqs int8[], then per tick: $3 message seq, $4 symbol, $5 trade_id, $6 event µs,
 # $7 price float8[], $8 size float8[], $9 side, $10 source.
 # COMMIT_BATCH takes $3..$6, $9 and $10 as arrays. COMMIT_BATCH_JOINED takes them as one text each: the
 # integers joined by ',', the strings by JOINED_SEPARATOR (when no string contains it), which costs the
@@ -140,7 +187,9 @@ JOINED_SEPARATOR = "\x1f"
 _COMMIT_BATCH = """
 WITH ledger AS (
     INSERT INTO processed_messages (stream, seq)
-    SELECT $1, seq FROM unnest($2::int8[]) AS seq ORDER BY seq
+    SELECT $1, seq FROM unnest($2::int8[]) AS seq
+    WHERE seq > coalesce((SELECT f.seq FROM ledger_floors f WHERE f.stream = $1), 0)
+    ORDER BY seq
     ON CONFLICT DO NOTHING
     RETURNING seq
 ),
@@ -155,7 +204,8 @@ raw AS (
     SELECT $1, seq, symbol, trade_id, event_time, price_f, size_f, side, source FROM fresh
 ),
 batch AS (
-    SELECT symbol, trade_id, event_time, price_f::numeric AS price, size_f::numeric AS size, side, source FROM fresh
+    SELECT symbol, trade_id, event_time, price_f::text::numeric AS price, size_f::text::numeric AS size, side, source
+    FROM fresh
 ),
 {body}"""
 
@@ -183,17 +233,45 @@ metrics AS ({_UPSERT_METRICS})
 SELECT (SELECT count(*) FROM candles) AS minutes, (SELECT coalesce(sum(trades), 0) FROM minutes)::int8 AS ticks
 """
 
-# Rebuilding must not interleave with folding the same rows: folds take ROW EXCLUSIVE on these tables.
-REBUILD_LOCK = "LOCK TABLE ohlc_1m, metrics_1m IN SHARE ROW EXCLUSIVE MODE"
+# The stored tiers over the hours and days overlapping [$2, $3), from the rebuilt minutes (migration 0004).
+REBUILD_TIERS = "SELECT rebuild_tiers($1, $2, $3)"
 
-LEDGER_INSERT = """
-INSERT INTO processed_messages (stream, seq)
-SELECT $1, seq FROM unnest($2::int8[]) AS seq ORDER BY seq
-ON CONFLICT DO NOTHING
-RETURNING seq
+# Rebuilding must not interleave with folding the same rows: folds take ROW EXCLUSIVE on these tables.
+REBUILD_LOCK = f"LOCK TABLE ohlc_1m, metrics_1m, {', '.join(TIERS)} IN SHARE ROW EXCLUSIVE MODE"
+
+# $1 stream incarnation, $2 the consumer's ack floor: every message at or below it is done for good. The
+# floor is kept (never lowered: a recreated consumer starts at 0) and the ledger rows below it dropped.
+LEDGER_PRUNE = """
+WITH floor AS (
+    INSERT INTO ledger_floors AS f (stream, seq) VALUES ($1, $2)
+    ON CONFLICT (stream) DO UPDATE SET seq = greatest(f.seq, excluded.seq), updated_at = now()
+)
+DELETE FROM processed_messages WHERE stream = $1 AND seq <= $2
 """
 
-LEDGER_PRUNE = "DELETE FROM processed_messages WHERE stream = $1 AND seq <= $2"
+# On subscribe: $1 the stream's name, $2 its current incarnation. Ledger rows written under the bare name
+# (before incarnations) become the current incarnation's; those of older incarnations, whose messages
+# can never be delivered again, are dropped.
+LEDGER_RECONCILE = """
+WITH adopted AS (
+    UPDATE processed_messages SET stream = $2 WHERE stream = $1
+),
+adopted_floor AS (
+    UPDATE ledger_floors SET stream = $2 WHERE stream = $1
+        AND NOT EXISTS (SELECT 1 FROM ledger_floors WHERE stream = $2)
+),
+stale_floors AS (
+    DELETE FROM ledger_floors WHERE left(stream, length($1) + 1) = $1 || '@' AND stream <> $2
+)
+DELETE FROM processed_messages WHERE left(stream, length($1) + 1) = $1 || '@' AND stream <> $2
+"""
+
+
+def stream_incarnation(name: str, created: datetime | None) -> str:
+    """The ledger's key of one incarnation of a stream: its name and creation time."""
+    if created is None:
+        return name
+    return f"{name}@{created.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}"
 
 # Columns of ticks_raw, in the order the audit rows are written (the benchmark COPYs them as a ceiling).
 RAW_COLUMNS = ("stream", "stream_seq", "symbol", "trade_id", "event_time", "price", "size", "side", "source")

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import grpc
+from prometheus_client import Gauge
 
 from marketdata.aggregator import rollup
 from marketdata.aggregator.consumer import Aggregator
-from marketdata.common.config import Settings
+from marketdata.common import rules
+from marketdata.common.config import Settings, SettingsError
 from marketdata.common.database import CONNECTION_ERRORS, SchemaCheck, create_pool
-from marketdata.common.errors import FieldViolations
 from marketdata.common.grpc_server import GrpcServiceHost
 from marketdata.common.nats import NatsConnection
 from marketdata.migrate.migrations import latest_version, migrations_directory
+from marketdata.retention import lifecycle
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = aggregator_pb2.DESCRIPTOR.services_by_name["AggregatorService"].full_name
+CONSUMER_PENDING = Gauge("aggregator_consumer_pending",
+                         "Messages of the JetStream consumer not yet delivered or not yet acknowledged (lag)")
+LAG_REPORT_SECONDS = 10.0
 
 
 def floor_minute(value: datetime) -> datetime:
@@ -55,17 +61,17 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
 
     async def Rebuild(self, request: aggregator_pb2.RebuildRequest,
                       context: grpc.aio.ServicerContext) -> aggregator_pb2.RebuildResponse:
-        violations = FieldViolations()
-        if not request.symbol:
-            violations.add("symbol", "is required")
-        if not request.HasField("from_time"):
-            violations.add("from", "is required")
-        if not request.HasField("to_time"):
-            violations.add("to", "is required")
+        violations = rules.check(request)
         start = floor_minute(request.from_time.ToDatetime(timezone.utc))
         end = ceil_minute(request.to_time.ToDatetime(timezone.utc))
         if not violations and start >= end:
             violations.add("to", "must be after from")
+        settings = self.aggregator.settings
+        horizon = datetime.now(timezone.utc) - timedelta(days=settings.retention_ticks_days)
+        if not violations and settings.retention_ticks_days and start < horizon:
+            # Its ticks are gone: rebuilding would replace the stored candles with nothing.
+            violations.add("from", f"must be within the {settings.retention_ticks_days} days of ticks kept "
+                                   f"(RETENTION_TICKS_DAYS), after {horizon:%Y-%m-%dT%H:%M}Z")
         await violations.abort_if_any(context)
         try:
             async with self.aggregator.pool.acquire() as conn, conn.transaction():
@@ -74,6 +80,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
                 await conn.execute(rollup.REBUILD_LOCK)
                 await conn.execute(rollup.REBUILD_DELETE, request.symbol, start, end)
                 row = await conn.fetchrow(rollup.REBUILD_INSERT, request.symbol, start, end)
+                await conn.execute(rollup.REBUILD_TIERS, request.symbol, start, end)
         except CONNECTION_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"PostgreSQL unavailable: {exc or type(exc).__name__}")
         except asyncpg.QueryCanceledError:
@@ -83,12 +90,48 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
         return aggregator_pb2.RebuildResponse(minutes_rebuilt=row["minutes"], ticks_scanned=row["ticks"])
 
 
+async def report_lag(aggregator: Aggregator, stopping: asyncio.Event) -> None:
+    """Keeps aggregator_consumer_pending current for alerts and dashboards (KEDA reads NATS itself)."""
+    while not stopping.is_set():
+        try:
+            info = await aggregator.consumer_info()
+            CONSUMER_PENDING.set((info.num_pending or 0) + (info.num_ack_pending or 0))
+        except Exception as exc:  # noqa: BLE001 - NATS away or the consumer not created yet: try again
+            log.debug("consumer lag unknown", extra={"error": str(exc) or type(exc).__name__})
+        try:
+            await asyncio.wait_for(stopping.wait(), LAG_REPORT_SECONDS)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def maintain_storage(pool: asyncpg.Pool, settings: Settings, stopping: asyncio.Event) -> None:
+    """Partitions ahead and retention (marketdata.retention.lifecycle), now and every maintenance_seconds."""
+    while not stopping.is_set():
+        try:
+            await lifecycle.maintain(pool, settings, datetime.now(timezone.utc))
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL away: ticks land in DEFAULT meanwhile; try again
+            log.warning("storage maintenance failed", extra={"error": str(exc) or type(exc).__name__})
+        try:
+            await asyncio.wait_for(stopping.wait(), settings.maintenance_seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
 async def serve(settings: Settings) -> None:
     dsn = settings.require_database_url()
     required_schema = latest_version(migrations_directory(settings.migrations_dir))
     host = GrpcServiceHost(settings=settings, port=settings.aggregator_port, port_setting="AGGREGATOR_PORT")
     nats = NatsConnection(settings.nats_url, "aggregator")
-    pool = await create_pool(dsn, max_size=settings.db_pool_size)
+    pool_size = settings.pool_size_for("aggregator")
+    if pool_size <= settings.commit_concurrency:
+        # Every committing batch holds a connection; pruning the ledger, storage maintenance and Rebuild need
+        # one more (they wait for it).
+        raise SettingsError(f"DB_POOL_SIZE={pool_size}: the aggregator needs more connections than "
+                            f"AGGREGATOR_COMMIT_CONCURRENCY={settings.commit_concurrency} (at least "
+                            f"{settings.commit_concurrency + 1})")
+    # Doubles reach numeric columns through their text form, the shortest exact one (rollup.FOLD_TICKS).
+    pool = await create_pool(dsn, max_size=pool_size, application_name="marketdata-aggregator",
+                             server_settings={"extra_float_digits": "1"})
     aggregator = Aggregator(settings, nats, pool)
 
     async def nats_ready() -> bool:
@@ -101,6 +144,8 @@ async def serve(settings: Settings) -> None:
     nats.start()
     host.add_background(aggregator.run(host.stopping), "consume")
     host.add_background(aggregator.prune_ledger(host.stopping), "prune-ledger")
+    host.add_background(report_lag(aggregator, host.stopping), "report-lag")
+    host.add_background(maintain_storage(pool, settings, host.stopping), "maintain-storage")
     host.add_cleanup(nats.close)
     host.add_cleanup(pool.close)
     await host.run()

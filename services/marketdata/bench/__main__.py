@@ -15,7 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-PHASES = ("ingest", "ceilings", "live", "query")
+# The webhook latency case: 500-tick calls offered at 10,000 ticks/s (20 calls/s).
+WEBHOOK_RATE = 10_000
+WEBHOOK_LATENCY_BATCH = 500
+PHASES = ("ingest", "ceilings", "live", "query", "ticker", "scale")
+# Phases run unless --phases names them: scale seeds 100 million ticks (many minutes of disk-heavy work).
+DEFAULT_PHASES = PHASES[:-1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default bench-results/bench-<UTC time>.json)")
     parser.add_argument("--ticks", type=int, help="ticks of the PublishTicks run (default 300,000; quick 20,000)")
     parser.add_argument("--stream-ticks", type=int, help="ticks of the StreamTicks run (default 150,000)")
-    parser.add_argument("--webhook-ticks", type=int, help="ticks of the REST webhook run (default 50,000)")
+    parser.add_argument("--webhook-ticks", type=int, help="ticks of the REST webhook run (default 150,000)")
+    parser.add_argument("--webhook-latency-seconds", type=int,
+                        help="seconds of the paced webhook latency case (default 20; quick 3)")
     parser.add_argument("--batch", type=int, default=5000, help="ticks per client batch (default 5,000)")
     parser.add_argument("--clients", type=int, help="concurrent ingest clients (default 4; quick 2)")
     parser.add_argument("--rate", type=int, help="ticks/s of the live run (default 10,000; quick 2,000)")
@@ -36,16 +43,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="length of the live run / soak (default 60; quick 6; 600 for the full soak)")
     parser.add_argument("--query-ticks", type=int, help="ticks seeded for query latency (default 1,040,000)")
     parser.add_argument("--query-requests", type=int, help="requests per query case (default 200; quick 20)")
-    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--ticker-ticks", type=int,
+                        help="ticks per symbol (100 symbols, last 25 hours) seeded for GetTicker (default 14,400; quick 300)")
+    parser.add_argument("--scale-ticks", type=int,
+                        help="ticks seeded by the scale phase (default 100,000,000; quick 200,000)")
+    parser.add_argument("--scale-symbols", type=int, default=100, help="symbols of the scale seed (default 100)")
+    parser.add_argument("--scale-days", type=int, default=90, help="UTC days before today of the scale seed (default 90)")
+    parser.add_argument("--scale-ingest-ticks", type=int,
+                        help="ticks of each e2e ingest run of the scale phase (default 200,000; quick 10,000)")
+    parser.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)} (default all but scale)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy record ingest, aggregator (and edge) during the PublishTicks and webhook runs; "
                              "raw stacks go beside the results, the top functions into the JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (service logs, data)")
     args = parser.parse_args(argv)
     quick = args.quick
-    defaults = {"ticks": (300_000, 20_000), "stream_ticks": (150_000, 10_000), "webhook_ticks": (50_000, 5_000),
+    defaults = {"ticks": (300_000, 20_000), "stream_ticks": (150_000, 10_000), "webhook_ticks": (150_000, 5_000),
+                "webhook_latency_seconds": (20, 3),
                 "clients": (4, 2), "rate": (10_000, 2_000), "sse_clients": (500, 50), "soak_seconds": (60.0, 6.0),
-                "query_ticks": (1_040_000, 20_000), "query_requests": (200, 20)}
+                "query_ticks": (1_040_000, 20_000), "query_requests": (200, 20), "ticker_ticks": (14_400, 300),
+                "scale_ticks": (100_000_000, 200_000), "scale_ingest_ticks": (200_000, 10_000)}
     for name, (full, small) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
@@ -125,6 +143,20 @@ async def measure(args: argparse.Namespace, stack: Any, results: dict[str, Any])
                     timeout=max(60.0, args.webhook_ticks / 1000))
                 if profiler:
                     results.setdefault("profiles", {})["webhook"] = profiler.stop()
+                await aggregator.wait_idle()
+                paced = make_batches("L", symbols, WEBHOOK_RATE * args.webhook_latency_seconds,
+                                     WEBHOOK_LATENCY_BATCH, seed=4)
+                log(f"REST webhook latency: {WEBHOOK_LATENCY_BATCH}-tick calls at {WEBHOOK_RATE:,} ticks/s "
+                    f"for {args.webhook_latency_seconds} s")
+                results["webhook_latency"] = await m.webhook_latency(
+                    f"http://{edge.address}", [b.webhook_json() for b in paced], WEBHOOK_RATE, WEBHOOK_LATENCY_BATCH)
+                await aggregator.wait_idle()
+                paced = make_batches("G", symbols, WEBHOOK_RATE * args.webhook_latency_seconds,
+                                     WEBHOOK_LATENCY_BATCH, seed=5)
+                log("PublishTicks latency, the same paced load")
+                results["publish_latency"] = await m.publish_latency(
+                    stack.services["ingest"].address, [b.request_bytes() for b in paced], WEBHOOK_RATE,
+                    WEBHOOK_LATENCY_BATCH)
         results["memory"]["load_peak"] = sampler.peak(("grpc_batched", "grpc_stream", "webhook"))
         if "ceilings" in args.phases:
             ceilings: dict[str, Any] = {}
@@ -172,6 +204,19 @@ async def measure(args: argparse.Namespace, stack: Any, results: dict[str, Any])
                                             args.query_requests)
             results["query"] = {"seed": seed, "latency": latency,
                                 "explain": await m.explain_candles(stack.database_url)}
+        if "ticker" in args.phases and "query" in stack.services:
+            log(f"ticker: seeding {args.ticker_ticks:,} ticks for each of {len(m.TICKER_SYMBOLS)} symbols")
+            seed = await m.seed_ticker_data(stack.database_url, args.ticker_ticks)
+            log(f"ticker: {args.query_requests} requests per case")
+            latency = await m.ticker_latency(stack.services["query"].address,
+                                             f"http://{edge.address}" if edge is not None else None,
+                                             args.query_requests)
+            results["ticker"] = {"seed": seed, "latency": latency}
+        if "scale" in args.phases and "query" in stack.services:
+            from marketdata.bench import scale
+
+            await aggregator.wait_idle()
+            results["scale"] = await scale.run(stack, args, aggregator, sampler, log)
     finally:
         stop.set()
         await sampling

@@ -10,6 +10,7 @@ import statistics
 import tempfile
 import time
 from array import array
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,71 @@ async def send_webhook(base_url: str, payloads: list[bytes], counts: list[int], 
                 acked[0] += int(body.get("accepted", 0)) + int(body.get("duplicates", 0))
 
         await asyncio.gather(*(worker() for _ in range(clients)))
+
+
+async def paced_latency(call: Callable[[bytes], Awaitable[str | None]], payloads: list[bytes], rate: int,
+                        batch_ticks: int) -> dict[str, Any]:
+    """Open-loop: one call of `batch_ticks` ticks every batch_ticks/rate seconds whatever the answers take
+    (`rate` ticks/s offered), each call's time to its answer. `call` returns an error text or None."""
+    interval = batch_ticks / rate
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def timed(payload: bytes) -> None:
+        started = time.perf_counter()
+        error = await call(payload)
+        latencies.append(time.perf_counter() - started)
+        if error:
+            errors.append(error)
+
+    # A few calls first, not counted: connections (and the edge's key check) are warm in production.
+    await asyncio.gather(*(timed(payload) for payload in payloads[:4]))
+    latencies.clear()
+    calls = []
+    begun = time.perf_counter()
+    for n, payload in enumerate(payloads[4:]):
+        delay = begun + n * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        calls.append(asyncio.create_task(timed(payload)))
+    await asyncio.gather(*calls)
+    seconds = time.perf_counter() - begun
+    return {**summary_ms(latencies), "batch_ticks": batch_ticks, "offered_rate": rate,
+            "achieved_rate": _r(len(latencies) * batch_ticks / seconds, 0) if seconds else None,
+            "errors": len(errors), "first_error": errors[0] if errors else None}
+
+
+async def webhook_latency(base_url: str, payloads: list[bytes], rate: int, batch_ticks: int) -> dict[str, Any]:
+    """paced_latency of POST /api/v1/webhooks/ticks (JSON bodies)."""
+    headers = {"content-type": "application/json", "x-api-key": API_KEY}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=64)) as http:
+        async def post(payload: bytes) -> str | None:
+            try:
+                response = await http.post("/api/v1/webhooks/ticks", content=payload, headers=headers)
+            except httpx.HTTPError as exc:  # an edge that cannot keep up: counted, the case goes on
+                return f"{type(exc).__name__}: {exc}"
+            return None if response.status_code == 200 else f"{response.status_code}: {response.text[:200]}"
+
+        return await paced_latency(post, payloads, rate, batch_ticks)
+
+
+async def publish_latency(address: str, payloads: list[bytes], rate: int, batch_ticks: int) -> dict[str, Any]:
+    """paced_latency of PublishTicks (serialized requests): the floor of the webhook's latency."""
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    publish = channel.unary_unary(PUBLISH, request_serializer=None,
+                                  response_deserializer=ingest_pb2.PublishTicksResponse.FromString)
+
+    async def call(payload: bytes) -> str | None:
+        try:
+            await publish(payload, metadata=METADATA, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code().name}: {exc.details()}"
+        return None
+
+    try:
+        return await paced_latency(call, payloads, rate, batch_ticks)
+    finally:
+        await channel.close()
 
 
 async def end_to_end(name: str, sender, target: str, payloads: list[bytes], counts: list[int],  # type: ignore[no-untyped-def]
@@ -586,9 +652,11 @@ async def seed_query_data(database_url: str, ticks: int) -> dict[str, Any]:
             SELECT symbol, date_trunc('minute', event_time), price, price, price, 1, size, price * size,
                    price, event_time, trade_id
             FROM ticks_history WHERE symbol LIKE 'QS%'""")
-        await conn.execute("VACUUM ANALYZE ticks_history")
-        await conn.execute("VACUUM ANALYZE ohlc_1m")
-        await conn.execute("VACUUM ANALYZE metrics_1m")
+        # The stored hour and day tiers, as the aggregator folds them.
+        await conn.execute("SELECT rebuild_tiers(symbol, min(bucket), max(bucket) + interval '1 minute') "
+                           "FROM ohlc_1m WHERE symbol LIKE 'QS%' GROUP BY symbol")
+        for table in ("ticks_history", "ohlc_1m", "metrics_1m", "ohlc_1h", "ohlc_1d"):
+            await conn.execute(f"VACUUM ANALYZE {table}")
         stored = await conn.fetchval("SELECT count(*) FROM ticks_history")
     finally:
         await conn.close()
@@ -596,49 +664,142 @@ async def seed_query_data(database_url: str, ticks: int) -> dict[str, Any]:
             "candles_1m_per_symbol": per_symbol, "seconds": _r(time.perf_counter() - started, 1)}
 
 
-QUERY_CASES = [("ohlc1m", "1m"), ("ohlc1m", "5m"), ("ohlc1m", "15m"), ("ohlc1m", "1h"), ("ohlc1m", "1d"),
-               ("metrics1m", ""), ("ticks", "")]
+# (view, interval, time zone) of every GetHistory case: every named interval in UTC, and the calendar ones in a
+# DST zone too.
+QUERY_CASES = [("ohlc1m", interval, "") for interval in ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
+                                                         "12h", "1d", "3d", "1w", "1M")]
+QUERY_CASES += [("ohlc1m", interval, "Europe/Berlin") for interval in ("1h", "1d", "1w", "1M")]
+QUERY_CASES += [("metrics1m", "", ""), ("ticks", "", "")]
+
+
+def _case_name(transport: str, view: str, interval: str, zone: str) -> str:
+    return " ".join(part for part in (transport, view, interval, zone) if part)
 
 
 async def query_latency(query_address: str | None, edge_url: str | None, requests: int, limit: int = 500,
-                        warmup: int = 10) -> dict[str, Any]:
+                        warmup: int = 10, symbols: list[str] = QUERY_SYMBOLS,
+                        cases: list[tuple[str, str, str]] = QUERY_CASES) -> dict[str, Any]:
     from marketdata.v1 import query_pb2, query_pb2_grpc
 
     out: dict[str, Any] = {}
     if query_address:
         async with grpc.aio.insecure_channel(query_address, options=CHANNEL_OPTIONS) as channel:
             stub = query_pb2_grpc.QueryServiceStub(channel)
-            for view, interval in QUERY_CASES:
+            for view, interval, zone in cases:
                 times: list[float] = []
                 rows = 0
                 for n in range(warmup + requests):
-                    request = query_pb2.GetHistoryRequest(symbol=QUERY_SYMBOLS[n % 20], view=view,
-                                                          interval=interval, limit=limit)
+                    request = query_pb2.GetHistoryRequest(symbol=symbols[n % len(symbols)], view=view,
+                                                          interval=interval, limit=limit, time_zone=zone)
                     started = time.perf_counter()
                     response = await stub.GetHistory(request, timeout=30)
                     if n >= warmup:
                         times.append(time.perf_counter() - started)
                     rows = len(response.candles) + len(response.ticks) + len(response.metrics)
                 with_sma = sum(1 for c in response.candles if c.HasField("sma10"))
-                out[f"grpc {view} {interval}".strip()] = {**summary_ms(times), "rows": rows, "with_sma10": with_sma}
+                out[_case_name("grpc", view, interval, zone)] = {**summary_ms(times), "rows": rows,
+                                                                 "with_sma10": with_sma}
     if edge_url:
         async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
-            for view, interval in QUERY_CASES:
+            for view, interval, zone in cases:
                 times = []
                 rows = 0
                 for n in range(warmup + requests):
                     params = {"view": view, "limit": str(limit)}
                     if interval:
                         params["interval"] = interval
+                    if zone:
+                        params["timeZone"] = zone
                     started = time.perf_counter()
-                    response = await http.get(f"/api/v1/ticks/{QUERY_SYMBOLS[n % 20]}/history", params=params)
+                    response = await http.get(f"/api/v1/ticks/{symbols[n % len(symbols)]}/history", params=params)
                     if n >= warmup:
                         times.append(time.perf_counter() - started)
                     if response.status_code != 200:
                         raise RuntimeError(f"REST history answered {response.status_code}: {response.text[:300]}")
                 body = response.json()
                 rows = len(body.get("candles", [])) + len(body.get("ticks", [])) + len(body.get("metrics", []))
-                out[f"rest {view} {interval}".strip()] = {**summary_ms(times), "rows": rows}
+                out[_case_name("rest", view, interval, zone)] = {**summary_ms(times), "rows": rows}
+    return out
+
+
+TICKER_SYMBOLS = [f"TK{i:03d}" for i in range(100)]
+
+
+async def seed_ticker_data(database_url: str, ticks_per_symbol: int) -> dict[str, Any]:
+    """ticks_per_symbol ticks per symbol of TICKER_SYMBOLS, evenly over the last 25 hours (so a 24-hour window
+    starts and ends inside the data), and their minute rollups (ohlc_1m with every column the rollup keeps)."""
+    conn = await asyncpg.connect(database_url, command_timeout=1800)
+    started = time.perf_counter()
+    try:
+        await conn.execute("""
+            INSERT INTO symbols (symbol, base, quote) SELECT s, s, 'USD' FROM unnest($1::text[]) s
+            ON CONFLICT DO NOTHING""", TICKER_SYMBOLS)
+        await conn.execute("""
+            INSERT INTO ticks_history (symbol, trade_id, event_time, price, size, side, source)
+            SELECT 'TK' || lpad(s::text, 3, '0'), 'tk-' || n,
+                   now() - interval '25 hours' + n * (interval '25 hours' / $1) + s * interval '1 millisecond',
+                   round((100 + 10 * sin(n / 50.0) + s)::numeric, 2), round(((n % 13) + 1) / 4.0, 4), 1 + n % 2, 'bench'
+            FROM generate_series(0, 99) s, generate_series(0, $1 - 1) n""", ticks_per_symbol)
+        await conn.execute("""
+            INSERT INTO ohlc_1m (symbol, bucket, open, high, low, close, volume, trades, turnover,
+                                 open_time, open_trade_id, close_time, close_trade_id,
+                                 taker_buy_volume, taker_buy_turnover)
+            SELECT symbol, date_trunc('minute', event_time),
+                   (array_agg(price ORDER BY event_time, trade_id))[1], max(price), min(price),
+                   (array_agg(price ORDER BY event_time DESC, trade_id DESC))[1], sum(size), count(*),
+                   sum(price * size), min(event_time), (array_agg(trade_id ORDER BY event_time, trade_id))[1],
+                   max(event_time), (array_agg(trade_id ORDER BY event_time DESC, trade_id DESC))[1],
+                   coalesce(sum(size) FILTER (WHERE side = 1), 0), coalesce(sum(price * size) FILTER (WHERE side = 1), 0)
+            FROM ticks_history WHERE symbol LIKE 'TK%'
+            GROUP BY 1, 2""")
+        await conn.execute("VACUUM ANALYZE ticks_history")
+        await conn.execute("VACUUM ANALYZE ohlc_1m")
+        stored = await conn.fetchval("SELECT count(*) FROM ticks_history")
+        minutes = await conn.fetchval("SELECT count(*) FROM ohlc_1m WHERE symbol = $1", TICKER_SYMBOLS[0])
+    finally:
+        await conn.close()
+    return {"ticks_seeded": ticks_per_symbol * len(TICKER_SYMBOLS), "ticks_stored": stored,
+            "symbols": len(TICKER_SYMBOLS), "minute_rows_per_symbol": minutes,
+            "seconds": _r(time.perf_counter() - started, 1)}
+
+
+async def ticker_latency(query_address: str | None, edge_url: str | None, requests: int,
+                         warmup: int = 10) -> dict[str, Any]:
+    """GetTicker (24-hour window) for one symbol and for all 100 of TICKER_SYMBOLS, over gRPC and REST."""
+    from marketdata.v1 import query_pb2, query_pb2_grpc
+
+    cases = {"1 symbol": lambda n: [TICKER_SYMBOLS[n % len(TICKER_SYMBOLS)]], "100 symbols": lambda n: TICKER_SYMBOLS}
+    out: dict[str, Any] = {}
+    if query_address:
+        async with grpc.aio.insecure_channel(query_address, options=CHANNEL_OPTIONS) as channel:
+            stub = query_pb2_grpc.QueryServiceStub(channel)
+            # The first request reads the settled hours of every symbol into the query service's hour cache
+            # (what a running service holds): its time is reported apart, the cases measure the steady state.
+            started = time.perf_counter()
+            await stub.GetTicker(query_pb2.GetTickerRequest(symbol=TICKER_SYMBOLS), timeout=60)
+            out["grpc ticker 100 symbols, cold hour cache"] = {**summary_ms([time.perf_counter() - started]),
+                                                                "rows": len(TICKER_SYMBOLS)}
+            for name, symbols in cases.items():
+                times: list[float] = []
+                for n in range(warmup + requests):
+                    started = time.perf_counter()
+                    response = await stub.GetTicker(query_pb2.GetTickerRequest(symbol=symbols(n)), timeout=30)
+                    if n >= warmup:
+                        times.append(time.perf_counter() - started)
+                out[f"grpc ticker {name}"] = {**summary_ms(times), "rows": len(response.items),
+                                              "trades_per_symbol": response.items[0].trades}
+    if edge_url:
+        async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
+            for name, symbols in cases.items():
+                times = []
+                for n in range(warmup + requests):
+                    started = time.perf_counter()
+                    reply = await http.get("/api/v1/ticker/24hr", params={"symbol": ",".join(symbols(n))})
+                    if n >= warmup:
+                        times.append(time.perf_counter() - started)
+                    if reply.status_code != 200:
+                        raise RuntimeError(f"REST ticker answered {reply.status_code}: {reply.text[:300]}")
+                out[f"rest ticker {name}"] = {**summary_ms(times), "rows": len(reply.json()["items"])}
     return out
 
 
@@ -646,16 +807,19 @@ async def explain_candles(database_url: str) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the query service's candle queries for 500 candles."""
     try:
         from marketdata.query import history
+        from marketdata.query.intervals import parse_interval, parse_time_zone
     except ImportError:
         return {}
     plans: dict[str, Any] = {}
     conn = await asyncpg.connect(database_url)
     try:
         cases = {"1m": (history.CANDLES_1M_SQL, (QUERY_SYMBOLS[0], history.NEGATIVE_INFINITY, history.INFINITY, 500))}
-        for interval in ("1h", "1d"):
-            step = history.INTERVALS[interval]
-            cases[interval] = (history.CANDLES_DERIVED_SQL, (QUERY_SYMBOLS[0], step, history.NEGATIVE_INFINITY,
-                                                             history.INFINITY, 500))
+        for interval, zone in (("1h", "UTC"), ("1d", "UTC"), ("1d", "Europe/Berlin")):
+            parsed, time_zone = parse_interval(interval), parse_time_zone(zone)
+            sql = history.CANDLES_DERIVED_SQL[history.candle_tier(parsed, time_zone), parsed.sql_kind(time_zone)]
+            args = (QUERY_SYMBOLS[0], parsed.step, history.NEGATIVE_INFINITY, history.INFINITY, 500,
+                    time_zone.sql_name, parsed.n)
+            cases[f"{interval} {zone}"] = (sql, args[:history.ARITY[sql]])
         for name, (sql, args) in cases.items():
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
             lines = [r[0] for r in rows]

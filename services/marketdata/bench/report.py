@@ -17,6 +17,16 @@ SSE_RATE = 10_000
 SSE_CLIENTS = 500
 QUERY_P99_TARGET_MS = 5.0
 QUERY_MIN_TICKS = 1_000_000
+# Issue 14: the same run with 100M ticks stored.
+SCALE_MIN_TICKS = 100_000_000
+SCALE_INGEST_RATIO = 0.9
+SCALE_DROP_INGEST_RATIO = 0.9
+TICKER_P99_TARGETS_MS = {"1 symbol": 5.0, "100 symbols": 20.0}
+# Targets of issue 16 (the REST webhook).
+WEBHOOK_TARGET = 60_000
+WEBHOOK_GRPC_RATIO = 0.45
+WEBHOOK_EDGE_MS_PER_1K = 15.0
+WEBHOOK_P99_TARGET_MS = 15.0
 
 
 def machine() -> dict[str, Any]:
@@ -51,6 +61,45 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text}{unit}"
 
 
+def webhook_figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The REST webhook against PublishTicks of the same run, the edge's CPU, the paced call latency."""
+    ingest = results.get("ingest") or {}
+    webhook = ingest.get("webhook") or {}
+    grpc = (ingest.get("grpc_batched") or {}).get("ticks_per_second")
+    figure = webhook.get("ticks_per_second")
+    return {"ticks_per_second": figure, "publish_ticks_per_second": grpc,
+            "ratio": round(figure / grpc, 3) if figure and grpc else None,
+            "edge_ms_per_1k_ticks": ((webhook.get("cpu") or {}).get("edge") or {}).get("ms_per_1k_ticks"),
+            "latency": results.get("webhook_latency"), "grpc_latency": results.get("publish_latency")}
+
+
+def webhook_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    figures = webhook_figures(results)
+    if figures["ticks_per_second"]:
+        rows.append({"name": "e2e REST webhook vs PublishTicks (same run)", "figure": figures["ticks_per_second"],
+                     "unit": "ticks/s", "target": f">= {WEBHOOK_TARGET:,} and >= {WEBHOOK_GRPC_RATIO} of gRPC",
+                     "met": bool(figures["ticks_per_second"] >= WEBHOOK_TARGET and figures["ratio"]
+                                 and figures["ratio"] >= WEBHOOK_GRPC_RATIO),
+                     "ceiling": figures["publish_ticks_per_second"], "ceiling_name": "PublishTicks",
+                     "ratio": figures["ratio"]})
+    if figures["edge_ms_per_1k_ticks"] is not None:
+        rows.append({"name": "REST webhook: edge CPU per 1,000 ticks", "figure": figures["edge_ms_per_1k_ticks"],
+                     "unit": "ms", "target": f"<= {WEBHOOK_EDGE_MS_PER_1K:g} ms",
+                     "met": figures["edge_ms_per_1k_ticks"] <= WEBHOOK_EDGE_MS_PER_1K, "ceiling": None, "ratio": None})
+    latency = figures["latency"]
+    if latency and latency.get("p99_ms") is not None:
+        full = (latency.get("achieved_rate") or 0) >= 0.95 * latency["offered_rate"] and not latency["errors"]
+        rows.append({"name": f"REST webhook {latency['batch_ticks']}-tick call p99 at "
+                             f"{latency.get('achieved_rate') or 0:,.0f} ticks/s",
+                     "figure": latency["p99_ms"], "unit": "ms",
+                     "target": f"<= {WEBHOOK_P99_TARGET_MS:g} ms at {latency['offered_rate']:,}/s",
+                     "met": bool(full and latency["p99_ms"] <= WEBHOOK_P99_TARGET_MS),
+                     "ceiling": (figures["grpc_latency"] or {}).get("p99_ms"), "ceiling_name": "PublishTicks p99",
+                     "ratio": None})
+    return rows
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target beside its figure, its ceiling and their ratio."""
     rows: list[dict[str, Any]] = []
@@ -71,6 +120,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                      "ratio_target": f">= {INGEST_CEILING_RATIO:.2f}",
                      "ratio_met": bool(ratio and ratio >= INGEST_CEILING_RATIO),
                      "ratio_2_connections": round(figure / rollup2, 3) if figure and rollup2 else None})
+    rows += webhook_targets(results)
     live = results.get("live") or {}
     sse = live.get("sse")
     if sse:
@@ -91,6 +141,33 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                      "unit": "ms", "target": f"<= {QUERY_P99_TARGET_MS:g} ms with >= 1M ticks",
                      "met": bool(p99 is not None and p99 <= QUERY_P99_TARGET_MS and stored >= QUERY_MIN_TICKS),
                      "ceiling": None, "ratio": None})
+    ticker = results.get("ticker") or {}
+    for name, limit in TICKER_P99_TARGETS_MS.items():
+        case = (ticker.get("latency") or {}).get(f"grpc ticker {name}")
+        if case:
+            stored = (ticker.get("seed") or {}).get("ticks_stored", 0)
+            rows.append({"name": f"GetTicker 24h gRPC {name} p99 ({stored:,} ticks stored)", "figure": case["p99_ms"],
+                         "unit": "ms", "target": f"<= {limit:g} ms with >= 1M ticks",
+                         "met": bool(case["p99_ms"] <= limit and stored >= QUERY_MIN_TICKS), "ceiling": None,
+                         "ratio": None})
+    scale = results.get("scale") or {}
+    if scale.get("seed"):
+        stored = scale["seed"]["ticks"]
+        rows.append({"name": f"e2e ingest with {stored:,} ticks stored / empty tables", "figure": scale["ingest_ratio"],
+                     "unit": "x", "target": f">= {SCALE_INGEST_RATIO} with >= {SCALE_MIN_TICKS:,} stored",
+                     "met": bool(scale["ingest_ratio"] and scale["ingest_ratio"] >= SCALE_INGEST_RATIO
+                                 and stored >= SCALE_MIN_TICKS), "ceiling": None, "ratio": None})
+        worst = max(scale["history"].items(), key=lambda kv: kv[1]["p99_ms"])
+        rows.append({"name": f"GetHistory 500 candles p99, worst of 1m..1w ({worst[0]}), {stored:,} stored",
+                     "figure": worst[1]["p99_ms"], "unit": "ms", "target": f"<= {QUERY_P99_TARGET_MS:g} ms every interval",
+                     "met": bool(worst[1]["p99_ms"] <= QUERY_P99_TARGET_MS and stored >= SCALE_MIN_TICKS),
+                     "ceiling": None, "ratio": None})
+        drop = scale["drop_day"]
+        rows.append({"name": f"retention: drop a day ({drop['mb']} MB) during ingest", "figure": drop["seconds"],
+                     "unit": "s", "target": f"<= 1 s, ingest >= {SCALE_DROP_INGEST_RATIO} x",
+                     "met": bool(drop["seconds"] <= 1 and (scale["ingest_during_drop_ratio"] or 0)
+                                 >= SCALE_DROP_INGEST_RATIO), "ceiling": None,
+                     "ratio": scale["ingest_during_drop_ratio"]})
     memory = live.get("memory") or {}
     if memory:
         services = {k: v for k, v in memory.items() if k != "nats-server"}
@@ -152,6 +229,14 @@ def print_table(results: dict[str, Any]) -> str:
         for interval, plan in (query.get("explain") or {}).items():
             lines.append(f"  EXPLAIN candles {interval}:")
             lines.extend(f"    {line}" for line in plan["key_lines"][:8])
+    ticker = results.get("ticker") or {}
+    if ticker.get("latency"):
+        seed = ticker["seed"]
+        lines.append("")
+        lines.append(f"ticker latency (ms, 24h window, {seed['ticks_stored']:,} ticks stored, "
+                     f"{seed['minute_rows_per_symbol']:,} minute rows per symbol)   {'p50':>8} {'p99':>8}  rows")
+        for name, item in ticker["latency"].items():
+            lines.append(f"  {name:40} {_fmt(item['p50_ms']):>8} {_fmt(item['p99_ms']):>8}  {item['rows']}")
     for phase, profiles in (results.get("profiles") or {}).items():
         for name, summary in profiles.items():
             lines.append(f"profile {phase} {name} ({summary['samples']} samples), self time: " + "; ".join(
@@ -269,6 +354,16 @@ def markdown(results: dict[str, Any], soak: dict[str, Any] | None = None) -> str
                    f"{figure / rollup if rollup else 0:.2f} | {figure / rollup2 if rollup2 else 0:.2f} | "
                    f"{_fmt(item.get('ack_ticks_per_second'))} | {cores}; total {cpu.get('total', {}).get('cores', 0):.2f} "
                    f"({cpu.get('total', {}).get('ms_per_1k_ticks', 0):.1f} CPU-ms per 1,000 ticks) |")
+    hook = webhook_figures(results)
+    if hook["ticks_per_second"]:
+        latency = hook["latency"] or {}
+        out += ["", f"REST webhook: {_fmt(hook['ticks_per_second'])} ticks/s committed, {_fmt(hook['ratio'])} of "
+                    f"PublishTicks in the same run; edge {_fmt(hook['edge_ms_per_1k_ticks'])} CPU-ms per 1,000 ticks"
+                    + (f"; {latency['batch_ticks']}-tick calls offered at {latency['offered_rate']:,} ticks/s "
+                       f"(achieved {_fmt(latency.get('achieved_rate'))}): p50 {_fmt(latency.get('p50_ms'))} ms, "
+                       f"p99 {_fmt(latency.get('p99_ms'))} ms, {latency['errors']} errors" if latency else "")
+                    + (f" (PublishTicks under the same load: p50 {_fmt(hook['grpc_latency'].get('p50_ms'))} ms, "
+                       f"p99 {_fmt(hook['grpc_latency'].get('p99_ms'))} ms)" if hook["grpc_latency"] else "") + "."]
     out += ["", "| ceiling (same 5,000-tick batches) | ticks/s |", "| --- | ---: |"]
     labels = {"rollup_sql": "rollup SQL (`FOLD_TICKS`), 1 connection",
               "rollup_sql_2_connections": "rollup SQL, 2 connections",
@@ -300,6 +395,17 @@ def markdown(results: dict[str, Any], soak: dict[str, Any] | None = None) -> str
             target = " (target p99 ≤ 5 ms)" if key == "ohlc1m 1m" else ""
             out.append(f"| {key}{target} | {_fmt(g.get('p50_ms'))} | {_fmt(g.get('p99_ms'))} | {_fmt(r.get('p50_ms'))} | "
                        f"{_fmt(r.get('p99_ms'))} | {g.get('rows', '')} |")
+    ticker = results.get("ticker") or {}
+    if ticker.get("latency"):
+        seed = ticker["seed"]
+        out += ["", f"| GetTicker, 24h window ({seed['ticks_stored']:,} ticks stored, "
+                f"{seed['minute_rows_per_symbol']:,} minute rows per symbol) | gRPC p50 | gRPC p99 | REST p50 | "
+                f"REST p99 | target |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+        lat = ticker["latency"]
+        for name, limit in TICKER_P99_TARGETS_MS.items():
+            g, r = lat.get(f"grpc ticker {name}", {}), lat.get(f"rest ticker {name}", {})
+            out.append(f"| {name} | {_fmt(g.get('p50_ms'))} | {_fmt(g.get('p99_ms'))} | {_fmt(r.get('p50_ms'))} | "
+                       f"{_fmt(r.get('p99_ms'))} | p99 ≤ {limit:g} ms |")
     memory = results.get("memory") or {}
     soak_live = (soak or {}).get("live") or {}
     out += ["", "| memory (RSS MiB) | start | peak under ingest load | after the 60 s live run | slope over it (MiB/min) | "

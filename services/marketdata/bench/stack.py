@@ -186,6 +186,11 @@ class BenchStack:
             "METRICS_PORT": "0",
             "SHUTDOWN_GRACE_SECONDS": "3",
             "SSE_MAX_STREAMS": "5000",
+            # The scale phase seeds months of history and drops a day itself, timed: the aggregator's own
+            # retention must not drop the seed meanwhile.
+            "RETENTION_RAW_DAYS": "0",
+            "RETENTION_TICKS_DAYS": "0",
+            "RETENTION_MINUTES_DAYS": "0",
         }
 
     async def _create_database(self) -> str:

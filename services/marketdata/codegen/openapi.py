@@ -9,6 +9,10 @@
   schemas list as required every field that always appears in a response (fields without presence,
   printed with their default values); `optional`, message and oneof fields are never required.
   Request-body schemas (`...Input`) require nothing and reject unknown properties.
+* Request schemas carry the `buf.validate` rules of their fields (protovalidate annotations, the one place
+  the rules are written): string pattern/minLength/maxLength/enum (`in`), number minimum/maximum (with
+  exclusiveMinimum/exclusiveMaximum for gt/lt), repeated minItems/maxItems and the rules of their items,
+  and `required` for fields marked required or whose default value (absent in proto3 JSON) breaks a rule. Response schemas describe what is stored and stay unconstrained.
 * Descriptions are the proto comments.
 * A small fixed table adds the edge's own routes (health, live stream): they are marked `x-edge-route`
   and have no RPC behind them. Every RPC-backed operation carries `x-grpc-method` (`/pkg.Service/Method`).
@@ -19,11 +23,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buf.validate import validate_pb2
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
@@ -43,8 +49,9 @@ API_KEY_SCHEME = "ApiKey"
 API_KEY_SERVICES = frozenset({f"{PACKAGE}.IngestService"})
 
 # Operation ids of the routes the edge serves itself; resolved to functions of marketdata.edge.
-SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{1,19}$"
 MAX_STREAM_SYMBOLS = 50
+# Symbols per /realtime/ticker stream: as many as a WatchTicker stream takes (query.live.MAX_WATCH_SYMBOLS).
+MAX_TICKER_STREAM_SYMBOLS = 100
 
 # HTTP statuses documented for every RPC-backed operation, with the gRPC codes behind them.
 ERROR_RESPONSES = {
@@ -281,6 +288,8 @@ class _Builder:
             properties[name] = schema
             if not request and not _has_presence(field):
                 required.append(name)
+            if request and absent_is_invalid(field):
+                required.append(name)
         schema: dict[str, Any] = {"type": "object", **self._description((full_name,)), "properties": properties}
         if required:
             schema["required"] = required
@@ -299,10 +308,17 @@ class _Builder:
             entry = self.index.messages[field.type_name]
             value = next(f for f in entry.field if f.name == "value")
             return {"type": "object", "additionalProperties": self.single_schema(value, request)}
+        rules = field_rules(field) if request else validate_pb2.FieldRules()
         single = self.single_schema(field, request)
         if field.label == _FD.LABEL_REPEATED:
-            return {"type": "array", "items": single}
-        return single
+            repeated = rules.repeated
+            array: dict[str, Any] = {"type": "array", "items": _constrained(single, repeated.items)}
+            if repeated.HasField("min_items"):
+                array["minItems"] = repeated.min_items
+            if repeated.HasField("max_items"):
+                array["maxItems"] = repeated.max_items
+            return array
+        return _constrained(single, rules)
 
     def single_schema(self, field: descriptor_pb2.FieldDescriptorProto, request: bool) -> dict[str, Any]:
         kind = field.type
@@ -337,7 +353,7 @@ class _Builder:
                 raise ValueError(f"{route.operation_id}: path field {name!r} is not a field of {route.input_type}")
             field = fields[name]
             params.append({"name": name, "in": "path", "required": True,
-                           "schema": self.single_schema(field, True),
+                           "schema": _constrained(self.single_schema(field, True), field_rules(field)),
                            **self._description((route.input_type, name))})
         if route.body:
             return params
@@ -389,6 +405,69 @@ class _Builder:
         return operation
 
 
+def field_rules(field: descriptor_pb2.FieldDescriptorProto) -> validate_pb2.FieldRules:
+    """The buf.validate rules of a field (empty when it has none)."""
+    return field.options.Extensions[validate_pb2.field]
+
+
+def absent_is_invalid(field: descriptor_pb2.FieldDescriptorProto) -> bool:
+    """Whether a request must carry the field: marked required, or its default (what an absent field reads as
+    in proto3: "", 0, no items) breaks its rules."""
+    rules = field_rules(field)
+    if rules.required:
+        return True
+    kind = rules.WhichOneof("type")
+    if kind == "repeated":
+        return rules.repeated.min_items > 0
+    if kind == "string":
+        typed = rules.string
+        return typed.min_len > 0 or (typed.HasField("pattern") and re.search(typed.pattern, "") is None)
+    if kind in _NUMERIC_RULES:
+        typed = getattr(rules, kind)
+        return ((typed.HasField("gt") and not 0 > typed.gt) or (typed.HasField("gte") and not 0 >= typed.gte)
+                or (typed.HasField("lt") and not 0 < typed.lt) or (typed.HasField("lte") and not 0 <= typed.lte))
+    return False
+
+
+# JSON Schema keywords of the buf.validate rules of a scalar kind: (rule, keyword, exclusive keyword).
+_BOUNDS = (("gte", "minimum", None), ("gt", "minimum", "exclusiveMinimum"),
+           ("lte", "maximum", None), ("lt", "maximum", "exclusiveMaximum"))
+_FROM_EPOCH_PATTERN = r"^(1970-(0[2-9]|1[0-2]|01-(0[2-9]|[12][0-9]|3[01]))|197[1-9]|19[89][0-9]|[2-9][0-9]{3})-"
+_NUMERIC_RULES = ("double", "float", "int32", "int64", "uint32", "uint64", "sint32", "sint64",
+                  "fixed32", "fixed64", "sfixed32", "sfixed64")
+
+
+def _constrained(schema: dict[str, Any], rules: validate_pb2.FieldRules) -> dict[str, Any]:
+    """The schema of one value with the JSON Schema form of its buf.validate rules (OpenAPI 3.0 keywords)."""
+    kind = rules.WhichOneof("type")
+    if kind is None:
+        return schema
+    schema = dict(schema)
+    typed = getattr(rules, kind)
+    if kind == "string":
+        if typed.HasField("pattern"):
+            schema["pattern"] = typed.pattern
+        if typed.HasField("min_len"):
+            schema["minLength"] = typed.min_len
+        if typed.HasField("max_len"):
+            schema["maxLength"] = typed.max_len
+        if getattr(typed, "in"):
+            schema["enum"] = list(getattr(typed, "in"))
+    elif kind == "timestamp" and typed.HasField("gte") and typed.gte.seconds == 0 and typed.gte.nanos == 0:
+        # Not before the epoch, as a pattern on the RFC 3339 text: from 1970-01-02 on (whatever the offset).
+        schema["pattern"] = _FROM_EPOCH_PATTERN
+    elif kind in _NUMERIC_RULES:
+        for rule, keyword, exclusive in _BOUNDS:
+            if typed.HasField(rule):
+                value = getattr(typed, rule)
+                # 64-bit integers are JSON strings: their bounds cannot be JSON Schema keywords.
+                if schema.get("type") in ("number", "integer"):
+                    schema[keyword] = int(value) if schema["type"] == "integer" else value
+                    if exclusive:
+                        schema[exclusive] = True
+    return schema
+
+
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "RFC 9457 problem details, as answered by every error of the edge.",
@@ -422,13 +501,82 @@ def _problem_response(description: str) -> dict[str, Any]:
         "schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
-def _edge_routes() -> dict[str, dict[str, Any]]:
+# The Server-Sent Events of /realtime/ticks, one object per event as an SSE parser reads it (OpenAPI 3.0:
+# the media type's schema describes each event). `data` is one line of JSON whose schema depends on `event`.
+RESYNC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Payload of `event: resync`: the updates since Last-Event-ID cannot be replayed (or the live feed "
+                   "was interrupted); reload history, then carry on with the stream.",
+    "required": ["reason"],
+    "properties": {
+        "reason": {"type": "string", "description": "Why, for a person."},
+        "lastEventId": {"type": "string", "description": "The Last-Event-ID the client reconnected with, if any."},
+    },
+    "additionalProperties": False,
+}
+
+
+def live_event_schema(live_update: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "One Server-Sent Event of the live stream, as sent: `event: update` with a LiveUpdate as `data` "
+                       "(the same JSON as the REST API) and an `id` to resume from, or `event: resync` with a Resync. "
+                       "Comment lines (`: ping`) and the opening `retry:` carry no event.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["update", "resync"]},
+            "data": {"type": "string", "description": "One line of JSON: a LiveUpdate (update) or a Resync (resync)."},
+            "id": {"type": "string", "pattern": "^[0-9a-f]+-[0-9]+$",
+                   "description": "Position in the edge's stream, for Last-Event-ID."},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+        "x-data-schemas": {"update": live_update, "resync": {"$ref": "#/components/schemas/Resync"}},
+    }
+
+
+def ticker_event_schema(watch_ticker_response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "One Server-Sent Event of the ticker stream, as sent: `event: ticker` with a WatchTickerResponse "
+                       "as `data`. Comment lines (`: ping`) and the opening `retry:` carry no event.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["ticker"]},
+            "data": {"type": "string", "description": "One line of JSON: a WatchTickerResponse."},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+        "x-data-schemas": {"ticker": watch_ticker_response},
+    }
+
+
+def stream_symbols_pattern(symbol: validate_pb2.StringRules) -> str:
+    """One or more symbols (the proto's rule of Tick.symbol) separated by commas."""
+    one = symbol.pattern.removeprefix("^").removesuffix("$")
+    return f"^{one}(,{one})*$"
+
+
+def stream_symbols_parameter(symbol: validate_pb2.StringRules, most: int) -> dict[str, Any]:
+    """The `symbol` query parameter of a stream: repeated, or comma-separated, at most `most` symbols."""
+    return {"name": "symbol", "in": "query", "required": True, "style": "form", "explode": True,
+            "description": f"Symbols to watch: repeat the parameter or separate them by commas (at most {most}).",
+            "schema": {"type": "array", "minItems": 1, "maxItems": most,
+                       "items": {"type": "string", "pattern": stream_symbols_pattern(symbol),
+                                 "minLength": symbol.min_len, "maxLength": (symbol.max_len + 1) * most}}}
+
+
+def _edge_routes(symbol: validate_pb2.StringRules, window_size: validate_pb2.StringRules) -> dict[str, dict[str, Any]]:
     """The fixed table of the edge's own routes (no RPC behind them)."""
     status = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
     readiness = {"type": "object", "required": ["status", "dependencies"], "properties": {
-        "status": {"type": "string", "enum": ["ready"]},
+        "status": {"type": "string", "enum": ["ready", "degraded"]},
         "dependencies": {"type": "object", "additionalProperties": {"type": "string"},
-                         "description": "grpc.health.v1 status of each upstream service."}}}
+                         "description": "grpc.health.v1 status of each upstream service, and the edge's NATS "
+                                        "connection (`nats`: CONNECTED or DISCONNECTED)."},
+        "degraded": {"type": "array", "items": {"type": "string"},
+                     "description": "Dependencies that are down while the edge still serves (e.g. `nats`: "
+                                    "no live updates over SSE; the ingest service: no webhooks)."}}}
     return {
         "/api/v1/health/liveness": {"get": {
             "operationId": "marketdata.edge.server.liveness", "tags": ["Health"], "x-edge-route": True,
@@ -439,8 +587,10 @@ def _edge_routes() -> dict[str, dict[str, Any]]:
         "/api/v1/health/readiness": {"get": {
             "operationId": "marketdata.edge.server.readiness", "tags": ["Health"], "x-edge-route": True,
             "summary": "The edge can serve requests.",
-            "description": "200 only when the upstream gRPC services (ingest and query) report SERVING through "
-                           "grpc.health.v1; otherwise 503 naming the services that are not.",
+            "description": "200 while the query service (history, the dashboard's data) reports SERVING through "
+                           "grpc.health.v1; `status` is `degraded`, naming what is down, when the ingest service or "
+                           "the edge's NATS connection (live updates over SSE) is not; 503 naming the query "
+                           "service when it is not SERVING.",
             "responses": {
                 "200": {"description": "Ready", "content": {"application/json": {"schema": readiness}}},
                 "503": {"$ref": "#/components/responses/Problem503"},
@@ -458,27 +608,44 @@ def _edge_routes() -> dict[str, dict[str, Any]]:
                 "latest update per symbol and is disconnected if it stays behind. Symbols that do not exist yet "
                 "are accepted (their updates start once they trade)."),
             "parameters": [
-                {"name": "symbol", "in": "query", "required": True, "style": "form", "explode": True,
-                 "description": f"Symbols to watch: repeat the parameter or separate them by commas "
-                                f"(at most {MAX_STREAM_SYMBOLS}).",
-                 "schema": {"type": "array", "minItems": 1, "maxItems": MAX_STREAM_SYMBOLS,
-                            "items": {"type": "string", "pattern": r"^[A-Z0-9._,-]+$", "minLength": 2,
-                                      "maxLength": 20 * MAX_STREAM_SYMBOLS}}},
+                stream_symbols_parameter(symbol, MAX_STREAM_SYMBOLS),
                 {"name": "Last-Event-ID", "in": "header", "required": False,
                  "description": "Id of the last update received, sent by EventSource when it reconnects.",
                  "schema": {"type": "string", "maxLength": 200}},
             ],
             "responses": {
                 "200": {"description": "The event stream", "content": {"text/event-stream": {
-                    "schema": {"type": "string"}}}},
+                    "schema": {"$ref": "#/components/schemas/LiveEvent"}}}},
                 "400": {"$ref": "#/components/responses/Problem400"},
+                "503": {"$ref": "#/components/responses/Problem503"},
+            },
+        }},
+        "/realtime/ticker": {"get": {
+            "operationId": "marketdata.edge.server.ticker_stream", "tags": ["Realtime"], "x-edge-route": True,
+            "summary": "Live rolling-window tickers of a watchlist as Server-Sent Events.",
+            "description": (
+                "A `text/event-stream` of `event: ticker` whose `data` is a WatchTickerResponse (`items`: Tickers "
+                "as GET /api/v1/ticker/24hr answers them): first every symbol, then at most once a second the "
+                "tickers of the symbols that traded (QueryService.WatchTicker). Comments (`: ping`) keep the "
+                "connection alive."),
+            "parameters": [
+                stream_symbols_parameter(symbol, MAX_TICKER_STREAM_SYMBOLS),
+                {"name": "windowSize", "in": "query", "required": False,
+                 "description": "Length of the rolling window, as for /api/v1/ticker/24hr (default 1d).",
+                 "schema": {"type": "string", "pattern": window_size.pattern}},
+            ],
+            "responses": {
+                "200": {"description": "The event stream", "content": {"text/event-stream": {
+                    "schema": {"$ref": "#/components/schemas/TickerEvent"}}}},
+                "400": {"$ref": "#/components/responses/Problem400"},
+                "404": {"$ref": "#/components/responses/Problem404"},
                 "503": {"$ref": "#/components/responses/Problem503"},
             },
         }},
     }
 
 
-EDGE_ROUTE_PATHS = ("/api/v1/health/liveness", "/api/v1/health/readiness", "/realtime/ticks")
+EDGE_ROUTE_PATHS = ("/api/v1/health/liveness", "/api/v1/health/readiness", "/realtime/ticks", "/realtime/ticker")
 
 
 def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, Any]:
@@ -493,7 +660,13 @@ def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, 
             raise ValueError(f"{route.http_method.upper()} {route.path} is bound to two RPCs")
         methods[route.http_method] = builder.operation(route)
         tags[route.service.rsplit(".", 1)[-1]] = builder.index.comments.get((f".{route.service}",), "")
-    for path, methods in _edge_routes().items():
+    live_update = builder.ref(f".{PACKAGE}.LiveUpdate", False)
+    watch_ticker_response = builder.ref(f".{PACKAGE}.WatchTickerResponse", False)
+    tick = builder.index.messages[f".{PACKAGE}.Tick"]
+    symbol_rules = field_rules(next(f for f in tick.field if f.name == "symbol")).string
+    watch_ticker = builder.index.messages[f".{PACKAGE}.WatchTickerRequest"]
+    window_rules = field_rules(next(f for f in watch_ticker.field if f.name == "window_size")).string
+    for path, methods in _edge_routes(symbol_rules, window_rules).items():
         if path in paths:
             raise ValueError(f"{path} is both an RPC binding and an edge route")
         paths[path] = methods
@@ -507,7 +680,9 @@ def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, 
                    {"name": "Realtime", "description": "Server-Sent Events."}],
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {**dict(sorted(builder.schemas.items())), "Problem": PROBLEM_SCHEMA},
+            "schemas": {**dict(sorted(builder.schemas.items())), "Problem": PROBLEM_SCHEMA,
+                        "LiveEvent": live_event_schema(live_update), "Resync": RESYNC_SCHEMA,
+                        "TickerEvent": ticker_event_schema(watch_ticker_response)},
             "responses": dict(sorted(responses.items())),
             "securitySchemes": {API_KEY_SCHEME: {
                 "type": "apiKey", "in": "header", "name": "x-api-key",

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from marketdata.common import rules
+
 _N = TypeVar("_N", int, float)
 
 
@@ -64,6 +66,24 @@ def _token(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+_SIZE = re.compile(r"^(\d+)\s*([KMGT]i?)?B?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def _size(env: Mapping[str, str], name: str, low: int) -> int:
+    """A byte size (`1073741824`, `1G`, `512Mi`); empty or -1: no limit (-1)."""
+    raw = (env.get(name) or "").strip()
+    if raw in ("", "-1"):
+        return -1
+    match = _SIZE.match(raw)
+    value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()] if match else None
+    if value is None or value < low:
+        raise SettingsError(f"{name}={raw!r}: must be a size of at least {low} bytes (e.g. 1073741824, 1G, 512Mi), "
+                            "or -1 for no limit")
+    return value
+
+
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name) or default
     host, sep, port = value.rpartition(":")
@@ -72,8 +92,14 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-# Prometheus endpoints when METRICS_PORT is unset (the edge serves /metrics on its HTTP port instead).
-DEFAULT_METRICS_PORTS = {"ingest": 9101, "query": 9102, "aggregator": 9103, "feeder": 9104}
+# Prometheus endpoints when METRICS_PORT is unset.
+DEFAULT_METRICS_PORTS = {"ingest": 9101, "query": 9102, "aggregator": 9103, "feeder": 9104, "edge": 9105}
+# PostgreSQL connections per process when DB_POOL_SIZE is unset: query serves concurrent reads; the aggregator
+# commits AGGREGATOR_COMMIT_CONCURRENCY batches at once plus ledger pruning and Rebuild; ingest only reloads its
+# symbol registry and upserts symbols (plus one LISTEN connection outside the pool).
+DEFAULT_POOL_SIZES = {"query": 10, "aggregator": 4, "ingest": 3}
+# Connections a process holds outside its pool (ingest's LISTEN for registry changes).
+EXTRA_CONNECTIONS = {"ingest": 1}
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,12 @@ class Settings:
     # <prefix>.live.<SYMBOL>, <prefix>.deadletter. Tests use their own so runs never meet.
     stream: str
     subject_prefix: str
+    # Of a stream the services create (an existing one is never downgraded, see common/nats.py):
+    # replicas (R3 needs a JetStream cluster), byte limits (-1: none) and the age of the oldest message kept.
+    stream_replicas: int
+    stream_max_bytes: int
+    stream_max_age_seconds: float
+    deadletter_max_bytes: int
     consumer: str
     # Where servers listen, and where clients find them.
     bind_host: str
@@ -111,6 +143,17 @@ class Settings:
     batch_max_wait_ms: int
     # Batches committing at once (the next is decoded meanwhile); row locks are taken in key order.
     commit_concurrency: int
+    # Deliveries of a message that keeps failing (not for its data) before it is dead-lettered.
+    max_deliver: int
+    # How often ledger rows below the consumer's ack floor are pruned.
+    ledger_prune_seconds: float
+    # Storage lifecycle (marketdata.retention): days kept per table (0: for ever), partitions created ahead,
+    # and how often the aggregator does both.
+    retention_raw_days: int
+    retention_ticks_days: int
+    retention_minutes_days: int
+    partitions_ahead_days: int
+    maintenance_seconds: float
     # Query limits.
     query_max_limit: int
     # Edge.
@@ -124,8 +167,17 @@ class Settings:
     sse_replay_size: int
     sse_ping_seconds: float
     request_timeout_seconds: float
-    # Runtime.
-    db_pool_size: int
+    # Largest request body the edge reads (after gzip decoding; for an NDJSON stream, largest line).
+    edge_max_body_bytes: int
+    # gRPC channels of the tick webhook to ingest.
+    edge_ingest_channels: int
+    # Runtime. None: the service's default (DEFAULT_POOL_SIZES).
+    db_pool_size: int | None
+    # gRPC servers close each connection after this age (± 10 %, with a GOAWAY, in-flight calls
+    # finishing within the grace: a longer stream, e.g. WatchTicks, is then ended with UNAVAILABLE and
+    # re-opened by its client), so clients resolve the name again and spread over new replicas.
+    grpc_max_connection_age_seconds: float
+    grpc_max_connection_age_grace_seconds: float
     log_level: str
     log_format: str
     shutdown_grace_seconds: float
@@ -153,6 +205,10 @@ class Settings:
         """The port of the service's Prometheus endpoint; 0 when disabled."""
         return DEFAULT_METRICS_PORTS.get(service, 0) if self.metrics_port is None else self.metrics_port
 
+    def pool_size_for(self, service: str) -> int:
+        """Connections of the service's PostgreSQL pool (DB_POOL_SIZE, else the service's default)."""
+        return DEFAULT_POOL_SIZES.get(service, 10) if self.db_pool_size is None else self.db_pool_size
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise SettingsError("DATABASE_URL is not set: give a postgresql:// URL (or run `marketdata dev`, "
@@ -164,6 +220,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Reads settings from env (default os.environ); raises SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
     metrics_port = _int(env, "METRICS_PORT", -1, 0, 65535)
+    ticks_days = _int(env, "RETENTION_TICKS_DAYS", 30, 0, 36_500)
+    minutes_days = _int(env, "RETENTION_MINUTES_DAYS", 730, 0, 36_500)
+    if ticks_days == 0 and minutes_days or minutes_days and minutes_days < ticks_days:
+        # Rebuild recomputes minutes from ticks: minutes must outlive the ticks they are built from.
+        raise SettingsError(f"RETENTION_MINUTES_DAYS={minutes_days}: minute rollups must be kept at least as long "
+                            f"as the ticks they are built from (RETENTION_TICKS_DAYS={ticks_days}; 0 keeps for ever)")
     api_keys = tuple(k.strip() for k in (env.get("API_KEYS") or env.get("API_KEY") or "dev-key").split(",") if k.strip())
     if not api_keys:
         raise SettingsError("API_KEYS is empty: give at least one key (comma-separated)")
@@ -174,6 +236,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         nats_url=_url(env, "NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls")) or "",
         stream=_token(env, "MD_STREAM", "MD_TICKS"),
         subject_prefix=_token(env, "MD_SUBJECT_PREFIX", "md"),
+        stream_replicas=_int(env, "MD_STREAM_REPLICAS", 1, 1, 5),
+        stream_max_bytes=_size(env, "MD_STREAM_MAX_BYTES", 1 << 20),
+        stream_max_age_seconds=_float(env, "MD_STREAM_MAX_AGE_SECONDS", 7 * 24 * 3600.0, 300.0, 10 * 365 * 86_400.0),
+        deadletter_max_bytes=_size(env, "MD_DEADLETTER_MAX_BYTES", 1 << 20),
         consumer=_token(env, "MD_CONSUMER", "aggregator"),
         bind_host=env.get("BIND_HOST") or "0.0.0.0",
         ingest_port=_int(env, "INGEST_PORT", 50051, 1, 65535),
@@ -185,14 +251,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         query_addr=_address(env, "QUERY_ADDR", "127.0.0.1:50052"),
         aggregator_addr=_address(env, "AGGREGATOR_ADDR", "127.0.0.1:50053"),
         api_keys=api_keys,
-        max_batch_ticks=_int(env, "INGEST_MAX_BATCH_TICKS", 10_000, 1, 1_000_000),
+        # The contract's limits (buf.validate annotations) are the ceilings: a setting may only tighten them.
+        max_batch_ticks=_int(env, "INGEST_MAX_BATCH_TICKS", rules.MAX_BATCH_TICKS, 1, rules.MAX_BATCH_TICKS),
         max_message_bytes=_int(env, "INGEST_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         max_future_skew_seconds=_float(env, "INGEST_MAX_FUTURE_SKEW_SECONDS", 5.0, 0.0, 86_400.0),
-        max_trade_id_length=_int(env, "INGEST_MAX_TRADE_ID_LENGTH", 64, 1, 1024),
+        max_trade_id_length=_int(env, "INGEST_MAX_TRADE_ID_LENGTH", rules.TRADE_ID_MAX_LENGTH, 1,
+                                 rules.TRADE_ID_MAX_LENGTH),
         batch_max_ticks=_int(env, "AGGREGATOR_BATCH_MAX_TICKS", 5_000, 1, 1_000_000),
         batch_max_wait_ms=_int(env, "AGGREGATOR_BATCH_MAX_WAIT_MS", 100, 1, 60_000),
         commit_concurrency=_int(env, "AGGREGATOR_COMMIT_CONCURRENCY", 2, 1, 16),
-        query_max_limit=_int(env, "QUERY_MAX_LIMIT", 5_000, 1, 1_000_000),
+        max_deliver=_int(env, "AGGREGATOR_MAX_DELIVER", 50, 2, 10_000),
+        ledger_prune_seconds=_float(env, "AGGREGATOR_LEDGER_PRUNE_SECONDS", 60.0, 0.1, 3_600.0),
+        retention_raw_days=_int(env, "RETENTION_RAW_DAYS", 2, 0, 36_500),
+        retention_ticks_days=ticks_days,
+        retention_minutes_days=minutes_days,
+        partitions_ahead_days=_int(env, "PARTITIONS_AHEAD_DAYS", 3, 1, 366),
+        maintenance_seconds=_float(env, "AGGREGATOR_MAINTENANCE_SECONDS", 300.0, 0.1, 86_400.0),
+        query_max_limit=_int(env, "QUERY_MAX_LIMIT", rules.HISTORY_MAX_LIMIT, 1, rules.HISTORY_MAX_LIMIT),
         web_dist_dir=Path(web_dist) if web_dist else None,
         cors_origins=tuple(o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),
         sse_max_streams=_int(env, "SSE_MAX_STREAMS", 1_000, 1, 100_000),
@@ -201,7 +276,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sse_replay_size=_int(env, "SSE_REPLAY_SIZE", 1_024, 0, 1_000_000),
         sse_ping_seconds=_float(env, "SSE_PING_SECONDS", 15.0, 0.1, 3_600.0),
         request_timeout_seconds=_float(env, "REQUEST_TIMEOUT_SECONDS", 10.0, 0.1, 600.0),
-        db_pool_size=_int(env, "DB_POOL_SIZE", 10, 1, 1_000),
+        edge_max_body_bytes=_int(env, "EDGE_MAX_BODY_BYTES", 8 << 20, 1024, 1 << 30),
+        edge_ingest_channels=_int(env, "EDGE_INGEST_CHANNELS", 2, 1, 64),
+        db_pool_size=None if not env.get("DB_POOL_SIZE") else _int(env, "DB_POOL_SIZE", 10, 1, 1_000),
+        grpc_max_connection_age_seconds=_float(env, "GRPC_MAX_CONNECTION_AGE_SECONDS", 60.0, 1.0, 86_400.0),
+        grpc_max_connection_age_grace_seconds=_float(env, "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 300.0, 0.0, 86_400.0),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 600.0),

@@ -22,14 +22,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-async def create_pool(dsn: str, *, max_size: int = 10, **kwargs: object) -> asyncpg.Pool:
-    """A pool that connects lazily, so a service starts (NOT_SERVING) while PostgreSQL is still down."""
+async def create_pool(dsn: str, *, max_size: int, application_name: str,
+                      server_settings: dict[str, str] | None = None, **kwargs: object) -> asyncpg.Pool:
+    """A pool that connects lazily, so a service starts (NOT_SERVING) while PostgreSQL is still down.
+
+    At most max_size connections (the service's share of the connection budget, DB_POOL_SIZE), each named
+    application_name in pg_stat_activity so an operator can count them."""
     return await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=max_size,
         max_inactive_connection_lifetime=60,
         command_timeout=30,
+        server_settings={"application_name": application_name, **(server_settings or {})},
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -40,6 +45,8 @@ class SchemaCheck:
     def __init__(self, pool: asyncpg.Pool, required_version: int) -> None:
         self.pool = pool
         self.required_version = required_version
+        # Whether the schema was ever found current: enough for a process that only needs it at start.
+        self.passed_once = False
 
     async def __call__(self) -> bool:
         try:
@@ -56,4 +63,5 @@ class SchemaCheck:
         if version < self.required_version:
             log.warning("database schema is behind", extra={"applied": version, "required": self.required_version})
             return False
+        self.passed_once = True
         return True

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Gauge
 
 from marketdata.common.config import Settings
 from marketdata.common.metrics import MetricsInterceptor, serve_metrics
@@ -22,6 +23,14 @@ HEALTH_CHECK_INTERVAL_SECONDS = 1.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
+# --- health (liveness apart from readiness) ---------------------------------------------------------------
+# The health name a liveness probe asks for: SERVING while the server answers calls, whatever NATS or
+# PostgreSQL do, so that an outage of a dependency never restarts the pods (it only makes them unready).
+LIVENESS_SERVICE = "liveness"
+HEALTH_SERVING = Gauge("health_serving", "1 while the process reports SERVING for its readiness", ["service"])
+DEPENDENCY_UP = Gauge("health_dependency_up", "1 while a dependency of the process answers", ["dependency"])
+# --- end health ---------------------------------------------------------------------------------------------
+
 
 class PortInUseError(SystemExit):
     pass
@@ -30,7 +39,9 @@ class PortInUseError(SystemExit):
 class GrpcServiceHost:
     """Hosts one or more gRPC services in a grpc.aio server.
 
-    Health: SERVING for "" and every registered service only while every dependency check passes.
+    Health: readiness, SERVING for "" and every registered service only while every *required* dependency check
+    passes (an optional one, like NATS for the query's WatchTicks, is reported and logged but keeps the process
+    ready for what still works); liveness, SERVING for LIVENESS_SERVICE from start to shutdown.
     Shutdown (SIGTERM/SIGINT): health NOT_SERVING, `stopping` set (long streams end), no new calls,
     in-flight calls drained for up to the grace period, then the cleanups run in reverse order.
     """
@@ -49,6 +60,10 @@ class GrpcServiceHost:
                 ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Clients balance over the replicas they resolved (common.channels); closing connections
+                # by age makes them resolve again, so replicas added later get their share.
+                ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(settings.grpc_max_connection_age_grace_seconds * 1000)),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
@@ -56,6 +71,7 @@ class GrpcServiceHost:
         self.stopping = asyncio.Event()
         self._service_names: list[str] = []
         self._dependencies: dict[str, DependencyCheck] = {}
+        self._optional: set[str] = set()
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: bool | None = None
@@ -65,8 +81,11 @@ class GrpcServiceHost:
         """Declares a service already added to `self.server` (for health and reflection)."""
         self._service_names.append(full_name)
 
-    def add_dependency(self, name: str, check: DependencyCheck) -> None:
+    def add_dependency(self, name: str, check: DependencyCheck, *, required: bool = True) -> None:
+        """A dependency of readiness; an optional one is watched and reported but never makes the process unready."""
         self._dependencies[name] = check
+        if not required:
+            self._optional.add(name)
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         self._cleanups.append(cleanup)
@@ -95,13 +114,22 @@ class GrpcServiceHost:
     async def _set_all(self, status: int) -> None:
         for name in ["", *self._service_names]:
             await self.health.set(name, status)
+            HEALTH_SERVING.labels(name or "overall").set(1 if status == SERVING else 0)
 
     async def _watch_dependencies(self) -> None:
+        previous: dict[str, bool] = {}
         while not self.stopping.is_set():
             status = await self.dependency_status()
-            serving = all(status.values())
+            for name, up in status.items():
+                DEPENDENCY_UP.labels(name).set(1 if up else 0)
+            serving = all(up for name, up in status.items() if name not in self._optional)
+            degraded = sorted(name for name, up in status.items() if name in self._optional and not up)
+            if serving != self._serving or status != previous:
+                log.info("health %s%s", "SERVING" if serving else "NOT_SERVING",
+                         f" (degraded: {', '.join(degraded)})" if serving and degraded else "",
+                         extra={"dependencies": status})
+            previous = status
             if serving != self._serving:
-                log.info("health %s", "SERVING" if serving else "NOT_SERVING", extra={"dependencies": status})
                 self._serving = serving
                 await self._set_all(SERVING if serving else NOT_SERVING)
             try:
@@ -124,6 +152,7 @@ class GrpcServiceHost:
                 f"cannot listen on {address}: port {self.port} is already in use or not allowed "
                 f"(set {self.port_setting} to another port)") from exc
         await self._set_all(NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, SERVING)
         metrics_port = self.settings.metrics_port_for(self.port_setting.removesuffix("_PORT").lower())
         serve_metrics(metrics_port, self.settings.bind_host)
         await self.server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import nats
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # How long JetStream remembers a Nats-Msg-Id: a client retrying a batch within this window is not stored twice.
 DUPLICATE_WINDOW_SECONDS = 120.0
-TICKS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+DEADLETTER_MAX_AGE_SECONDS = 30 * 24 * 3600.0
 
 
 class NatsConnection:
@@ -89,17 +90,19 @@ class NatsConnection:
             await self.client.close()
 
 
-async def ensure_streams(client: NATS, settings: Settings) -> None:
-    """Creates or updates the ticks stream (file storage, per-symbol subjects, publish dedup) and the dead-letter stream."""
-    js = client.jetstream()
-    wanted = [
+def wanted_streams(settings: Settings) -> list[api.StreamConfig]:
+    """The ticks stream (file storage, per-symbol subjects, publish dedup) and the dead-letter stream, as the
+    settings describe them (MD_STREAM_REPLICAS, MD_STREAM_MAX_BYTES, MD_STREAM_MAX_AGE_SECONDS, ...)."""
+    return [
         api.StreamConfig(
             name=settings.stream,
             subjects=[f"{settings.ticks_subject_prefix}.>"],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            max_age=TICKS_MAX_AGE_SECONDS,
+            max_age=settings.stream_max_age_seconds,
+            max_bytes=settings.stream_max_bytes,
+            num_replicas=settings.stream_replicas,
             discard=api.DiscardPolicy.OLD,
         ),
         api.StreamConfig(
@@ -107,16 +110,67 @@ async def ensure_streams(client: NATS, settings: Settings) -> None:
             subjects=[settings.deadletter_subject],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
-            max_age=30 * 24 * 3600.0,
+            max_age=DEADLETTER_MAX_AGE_SECONDS,
+            max_bytes=settings.deadletter_max_bytes,
+            num_replicas=settings.stream_replicas,
         ),
     ]
-    for config in wanted:
+
+
+def _unlimited(value: float | int | None) -> bool:
+    return value is None or value <= 0
+
+
+def reconcile(existing: api.StreamConfig, wanted: api.StreamConfig) -> tuple[dict[str, object], list[str]]:
+    """What the services may change on an existing stream, and the differences they leave alone.
+
+    Only what makes the stream work or safer: subjects it lacks, more replicas, a byte or age limit where
+    there is none. Anything an operator chose otherwise (more replicas than the setting, other limits, another
+    dedup window, storage) is kept: a service restart never reverts `nats stream edit`.
+    """
+    changes: dict[str, object] = {}
+    kept: list[str] = []
+    subjects = list(existing.subjects or [])
+    missing = [subject for subject in wanted.subjects or [] if subject not in subjects]
+    if missing:
+        changes["subjects"] = subjects + missing
+    if (existing.num_replicas or 1) < (wanted.num_replicas or 1):
+        changes["num_replicas"] = wanted.num_replicas
+    elif (existing.num_replicas or 1) != (wanted.num_replicas or 1):
+        kept.append(f"replicas {existing.num_replicas} (setting {wanted.num_replicas})")
+    for field, label in (("max_bytes", "max bytes"), ("max_age", "max age")):
+        have, want = getattr(existing, field), getattr(wanted, field)
+        if _unlimited(have) and not _unlimited(want):
+            changes[field] = want
+        elif not (_unlimited(have) and _unlimited(want)) and have != want:
+            kept.append(f"{label} {have} (setting {'none' if _unlimited(want) else want})")
+    if wanted.duplicate_window and existing.duplicate_window != wanted.duplicate_window:
+        kept.append(f"duplicate window {existing.duplicate_window}s (setting {wanted.duplicate_window}s)")
+    if existing.storage != wanted.storage:
+        kept.append(f"storage {existing.storage} (setting {wanted.storage})")
+    return changes, kept
+
+
+async def ensure_streams(client: NATS, settings: Settings) -> None:
+    """Creates a missing stream as the settings say; an existing one is only ever upgraded (see reconcile)."""
+    js = client.jetstream()
+    for config in wanted_streams(settings):
         try:
-            await js.stream_info(config.name)  # type: ignore[arg-type]
-            await js.update_stream(config)
+            info = await js.stream_info(config.name)  # type: ignore[arg-type]
         except NotFoundError:
             try:
                 await js.add_stream(config)
+                log.info("created stream", extra={"stream": config.name, "replicas": config.num_replicas,
+                                                  "max_bytes": config.max_bytes, "max_age": config.max_age})
+                continue
             except BadRequestError:
                 # Another replica created it between our look and our add.
-                await js.update_stream(config)
+                info = await js.stream_info(config.name)  # type: ignore[arg-type]
+        changes, kept = reconcile(info.config, config)
+        if kept:
+            log.warning("stream %s differs from the settings; kept as configured: %s", config.name, "; ".join(kept),
+                        extra={"stream": config.name, "kept": kept})
+        if changes:
+            await js.update_stream(dataclasses.replace(info.config, **changes))
+            log.info("upgraded stream %s: %s", config.name, ", ".join(f"{k}={v}" for k, v in changes.items()),
+                     extra={"stream": config.name})

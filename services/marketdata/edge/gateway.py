@@ -9,6 +9,7 @@ gRPC errors become `application/problem+json` through one status table.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import re
@@ -16,19 +17,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import grpc
 from connexion.exceptions import ProblemException
+from connexion.json_schema import Draft4RequestValidator
 from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from google.api import annotations_pb2
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pool, json_format, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
-from jsonschema import ValidationError
+from jsonschema import FormatChecker, ValidationError
 from prometheus_client import Histogram
+from starlette.datastructures import URL
 from starlette.responses import Response
 
 # Registers every marketdata.v1 service and message in the default descriptor pool.
 from marketdata.codegen.openapi import openapi_path, rule_bindings, path_fields
+from marketdata.common.channels import open_channel
 from marketdata.common.errors import field_violations_of
 from marketdata.v1 import aggregator_pb2, events_pb2, ingest_pb2, market_pb2, query_pb2  # noqa: F401
 
@@ -190,8 +195,28 @@ def violation_of(error: ValidationError, root: str = "") -> tuple[str, str]:
     return path, error.message
 
 
+def _is_timestamp(value: object) -> bool:
+    """RFC 3339 as the protobuf JSON mapping reads it (what json_format.ParseDict will accept)."""
+    if not isinstance(value, str):
+        return True  # the type keyword reports non-strings
+    try:
+        timestamp_pb2.Timestamp().FromJsonString(value)
+    except ValueError:
+        return False
+    return True
+
+
+# Formats checked in request bodies, so a bad date-time is named with every other bad field at once.
+BODY_FORMATS = FormatChecker(formats=())
+BODY_FORMATS.checks("date-time")(_is_timestamp)
+
+
 class EdgeBodyValidator(JSONRequestBodyValidator):
     """connexion's JSON body validation, failing with the edge's problem naming the field (items[0].price)."""
+
+    @property
+    def _validator(self) -> Any:
+        return Draft4RequestValidator(self._schema, format_checker=BODY_FORMATS)
 
     async def _parse(self, stream: Any, scope: Any) -> Any:
         try:
@@ -205,12 +230,29 @@ class EdgeBodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> dict | None:
         if body is None and not self._nullable:
             raise EdgeProblem(400, "request body must not be empty")
-        try:
-            return self._validator.validate(body)
-        except ValidationError as exc:
-            field, description = violation_of(exc)
-            raise EdgeProblem(400, f"invalid request body: {field or 'body'}: {description}",
-                              violations=[(field or "body", description)]) from None
+        problem = body_problem(self._validator, body)
+        if problem is not None:
+            raise problem
+        return body
+
+
+def body_problem(validator: Any, body: Any, root: str = "") -> EdgeProblem | None:
+    """Every violation of `body` against the validator's schema as one 400 problem (None when valid); field
+    paths start at `root` (`items[12]` for one line of an NDJSON stream)."""
+    # Every error, not only the first: a batch with a type error and a bad value names both. Ordered
+    # by position in the body (items[0] before items[3]), in the schema's order within one item.
+    errors = sorted(validator.iter_errors(body),
+                    key=lambda error: [part for part in error.absolute_path if isinstance(part, int)])
+    if not errors:
+        return None
+    by_field: dict[str, list[str]] = {}
+    for error in errors:  # one violation per field, naming every rule it breaks
+        field, description = violation_of(error, root)
+        by_field.setdefault(field or "body", []).append(description)
+    violations = [(field, "; ".join(descriptions)) for field, descriptions in by_field.items()]
+    first = f"{violations[0][0]}: {violations[0][1]}"
+    more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+    return EdgeProblem(400, f"invalid request body: {first}{more}", violations=violations)
 
 
 class EdgeParameterValidator(ParameterValidator):
@@ -318,17 +360,31 @@ def operations_of(document: Mapping[str, Any]) -> dict[str, Operation]:
     return found
 
 
-class Upstreams:
-    """One grpc.aio channel per upstream address, created once; stubs are looked up by service name."""
-
-    def __init__(self, addresses: Mapping[str, str]) -> None:
-        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
-                   ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
                    ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+
+
+class Upstreams:
+    """One grpc.aio channel per upstream address, created once and balanced over the address's replicas
+    (common.channels); stubs are looked up by service name. `pools` gives a service more channels of its
+    own (the tick webhook's ingest calls): one HTTP/2 connection serialises its frames through one
+    completion queue, a few connections spread large batches."""
+
+    def __init__(self, addresses: Mapping[str, str], pools: Mapping[str, int] | None = None) -> None:
         self.addresses = dict(addresses)
-        self._by_address = {address: grpc.aio.insecure_channel(address, options=options)
+        self._by_address = {address: open_channel(address, CHANNEL_OPTIONS)
                             for address in sorted(set(self.addresses.values()))}
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        # A local subchannel pool per channel: otherwise channels with equal targets and options share
+        # one connection, and the pool would be one channel.
+        self._pools = {service: [open_channel(self.addresses[service],
+                                              [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
+                                 for _ in range(size)]
+                       for service, size in (pools or {}).items() if size > 0}
+
+    def pool(self, service: str) -> list[grpc.aio.Channel]:
+        """The service's own channels (its shared channel when it has no pool)."""
+        return self._pools.get(service) or [self.channel(service)]
 
     def channel(self, service: str) -> grpc.aio.Channel:
         try:
@@ -347,7 +403,7 @@ class Upstreams:
         return call
 
     async def close(self) -> None:
-        for channel in self._by_address.values():
+        for channel in [*self._by_address.values(), *(c for pool in self._pools.values() for c in pool)]:
             await channel.close()
 
 
@@ -365,11 +421,13 @@ class Gateway:
     """Builds the handler of each RPC-backed operation."""
 
     def __init__(self, document: Mapping[str, Any], upstreams: Upstreams, timeout: float,
-                 request_headers: Callable[[], Mapping[str, str]]) -> None:
+                 request_headers: Callable[[], Mapping[str, str]],
+                 request_url: Callable[[], URL] | None = None) -> None:
         self.operations = operations_of(document)
         self.upstreams = upstreams
         self.timeout = timeout
         self._headers = request_headers
+        self._url = request_url
 
     def handler(self, operation_id: str) -> Callable[..., Awaitable[Response]] | None:
         operation = self.operations.get(operation_id)
@@ -426,7 +484,43 @@ class Gateway:
             return rpc_error_response(exc, operation.method.input_type)
         finally:
             UPSTREAM_LATENCY.labels(operation.grpc_method, code.name).observe(time.perf_counter() - started)
-        return Response(to_json_bytes(response), media_type="application/json")
+        return self.json_response(request, response)
+
+    def json_response(self, request: Any, response: Any) -> Response:
+        """The response as JSON, with a `Link: <...>; rel="next"` when it has a next page, and an ETag and
+        caching headers for history pages (a 304 when the client already holds the page)."""
+        body = to_json_bytes(response)
+        headers: dict[str, str] = {}
+        token = getattr(response, "next_page_token", "")
+        if token and self._url is not None:
+            headers["link"] = f'<{next_page_url(self._url(), token)}>; rel="next"'
+        if response.DESCRIPTOR.full_name == "marketdata.v1.GetHistoryResponse":
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            headers["etag"] = etag
+            headers["cache-control"] = history_cache_control(request, response, time.time())
+            held = {tag.strip().removeprefix("W/") for tag in (self._headers().get("if-none-match") or "").split(",")}
+            if etag in held:
+                return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+
+# A page of closed candles before a past `to` changes only if trades arrive late: clients and proxies may
+# keep it this long without asking again (and revalidate with If-None-Match after).
+CLOSED_PAGE_MAX_AGE_SECONDS = 60
+
+
+def history_cache_control(request: Any, response: Any, now: float) -> str:
+    """`public, max-age` for a candle page that is final (every candle closed, the range ends in the past),
+    `no-cache` (revalidate with the ETag) for anything that may still grow."""
+    final = (response.candles and request.HasField("to_time") and request.to_time.seconds <= now
+             and all(candle.closed for candle in response.candles))
+    return f"public, max-age={CLOSED_PAGE_MAX_AGE_SECONDS}" if final else "no-cache"
+
+
+def next_page_url(url: URL, token: str) -> str:
+    """The request's path and query with pageToken set to the next page's token."""
+    query = [(name, value) for name, value in parse_qsl(url.query, keep_blank_values=True) if name != "pageToken"]
+    return f"{url.path}?{urlencode([*query, ('pageToken', token)])}"
 
 
 _PATH_PART = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\]]*\])*)$")

@@ -4,7 +4,8 @@ dashboard) on uvicorn.
 Routes:
 * every operation of `openapi.json` with `x-grpc-method` → the generic gRPC handler (gateway.py);
 * the edge's own operations of the document (`x-edge-route`): liveness, readiness, the SSE stream;
-* plain routes: `/metrics` (Prometheus) and the dashboard (`settings.web_dist_dir`) at `/`;
+* plain routes: the dashboard (`settings.web_dist_dir`) at `/`;
+* Prometheus metrics on the metrics port (METRICS_PORT), not on this public one;
 * connexion's Swagger UI at `/docs` and the document at `/openapi.json`.
 """
 
@@ -19,7 +20,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,19 @@ from connexion.middleware.routing import RoutingMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.routing import Mount, Route
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from marketdata.common import rules
 from marketdata.common.config import Settings
+from marketdata.common.metrics import serve_metrics
 from marketdata.common.nats import NatsConnection
 from marketdata.edge import gateway
 from marketdata.edge.gateway import (
@@ -58,14 +62,21 @@ from marketdata.edge.gateway import (
     problem_from_exception,
     problem_response,
 )
-from marketdata.edge.sse import SYMBOL_RE, Client, HubFull, HubUnavailable, LiveHub
+from marketdata.edge.webhook import INGEST_SERVICE, TickWebhook, tick_schema_validator
+from marketdata.edge.sse import RETRY_MILLISECONDS, Client, HubFull, HubUnavailable, LiveHub, encode_frame
+from marketdata.v1 import query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MAX_STREAM_SYMBOLS = 50
+GZIP_MINIMUM_BYTES = 1024
+# Level 5: most of level 9's ratio on candle JSON at a third of its CPU.
+GZIP_LEVEL = 5
 HEALTH_TIMEOUT_SECONDS = 1.0
+# Upstreams without which the edge is not ready (see Edge.readiness).
+READINESS_REQUIRES = frozenset({"marketdata.v1.QueryService"})
 
 HTTP_REQUESTS = Counter("edge_http_requests_total", "HTTP requests answered by the edge",
                         ["method", "route", "status"])
@@ -110,9 +121,9 @@ class Edge:
 
     def __post_init__(self) -> None:
         self.gateway = Gateway(self.document, self.upstreams, self.settings.request_timeout_seconds,
-                               lambda: connexion.request.headers)
-        # The services readiness depends on: those behind the document's RPC routes.
-        self.required_services = sorted({op.service_name for op in self.gateway.operations.values()})
+                               lambda: connexion.request.headers, lambda: connexion.request.url)
+        # The gRPC services behind the document's RPC routes; readiness needs only READINESS_REQUIRES of them.
+        self.upstream_services = sorted({op.service_name for op in self.gateway.operations.values()})
 
     # -- the edge's own operations ---------------------------------------------------------------------------
     async def liveness(self) -> Response:
@@ -129,20 +140,30 @@ class Edge:
             return "UNREACHABLE"
 
     async def readiness(self) -> Response:
-        statuses = await asyncio.gather(*(self._health(s) for s in self.required_services))
-        dependencies = dict(zip(self.required_services, statuses))
-        failing = {name: status for name, status in dependencies.items() if status != "SERVING"}
+        """Ready while the read path (query: history, the dashboard's data) serves; anything else that is down
+        (ingest, NATS for SSE) makes the edge `degraded`, not unready: taking every edge out of its Service
+        because one backend is away would also take down what still works."""
+        statuses = await asyncio.gather(*(self._health(s) for s in self.upstream_services))
+        dependencies = dict(zip(self.upstream_services, statuses))
+        if self.nats is not None:
+            dependencies["nats"] = "CONNECTED" if self.nats.is_connected else "DISCONNECTED"
+        failing = {name: status for name, status in dependencies.items()
+                   if name in READINESS_REQUIRES and status != "SERVING"}
         if failing:
             detail = "not ready: " + ", ".join(f"{name} is {status}" for name, status in failing.items())
             return problem_response(503, detail, grpc_code=grpc.StatusCode.UNAVAILABLE)
+        degraded = sorted(name for name, status in dependencies.items() if status not in ("SERVING", "CONNECTED"))
+        if degraded:
+            return JSONResponse({"status": "degraded", "dependencies": dependencies, "degraded": degraded})
         return JSONResponse({"status": "ready", "dependencies": dependencies})
 
     async def stream(self, **arguments: Any) -> Response:
         raw = arguments.get("symbol") or []
         symbols = [part.strip() for value in raw for part in str(value).split(",") if part.strip()]
-        bad = [s for s in symbols if not SYMBOL_RE.match(s) or len(s) > 20 or len(s) < 2]
+        bad = [s for s in symbols if not rules.is_symbol(s)]
         if not symbols or bad:
-            description = f"not a symbol: {bad[0]!r}" if bad else "give at least one symbol"
+            description = (f"{bad[0]!r} is not a symbol: {rules.SYMBOL_RULE_TEXT}" if bad
+                           else "give at least one symbol")
             raise EdgeProblem(400, f"invalid query parameter 'symbol': {description}",
                               violations=[("symbol", description)])
         if len(set(symbols)) > MAX_STREAM_SYMBOLS:
@@ -161,12 +182,49 @@ class Edge:
         client.abort = request.scope.get("marketdata.abort")
         return LiveStreamResponse(client, first, self.settings.sse_ping_seconds)
 
-    # -- plain routes ----------------------------------------------------------------------------------------
-    async def metrics(self, request: Request) -> Response:
-        SSE_STREAMS.set(self.hub.stream_count)
-        NATS_SUBSCRIPTIONS.set(self.hub.nats_subscriptions)
-        LOOP_TASKS.set(len(asyncio.all_tasks()))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    def report_gauges(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The gauges read the hub when scraped (on the metrics server's thread: reads of plain counters)."""
+        SSE_STREAMS.set_function(lambda: self.hub.stream_count)
+        NATS_SUBSCRIPTIONS.set_function(lambda: self.hub.nats_subscriptions)
+        LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
+
+    async def ticker_stream(self, **arguments: Any) -> Response:
+        """/realtime/ticker: QueryService.WatchTicker relayed as `event: ticker` frames. The first message is
+        awaited before answering, so a bad request or an unknown symbol is a problem response, not a stream."""
+        request = query_pb2.WatchTickerRequest(symbol=[str(v) for v in arguments.get("symbol") or []],
+                                               window_size=arguments.get("windowSize") or "")
+        call = query_pb2_grpc.QueryServiceStub(self.upstreams.channel("marketdata.v1.QueryService")).WatchTicker(
+            request, metadata=self.gateway.metadata())
+        try:
+            first = await asyncio.wait_for(call.read(), self.settings.request_timeout_seconds)
+        except grpc.aio.AioRpcError as exc:
+            return gateway.rpc_error_response(exc, request.DESCRIPTOR)
+        except asyncio.TimeoutError:
+            call.cancel()
+            return problem_response(504, "the query service did not answer in time",
+                                    grpc_code=grpc.StatusCode.DEADLINE_EXCEEDED)
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                message = first
+                while message is not grpc.aio.EOF:
+                    yield encode_frame("ticker", gateway.to_json_bytes(message))
+                    message = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    log.warning("ticker stream ended", extra={"grpc_code": exc.code().name})
+            finally:
+                call.cancel()
+
+        head = f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+        return EventSourceResponse(_prefixed(head, frames()), ping=self.settings.sse_ping_seconds, sep="\n",
+                                   headers={"cache-control": "no-store"})
+
+
+async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in body:
+        yield chunk
 
 
 class LiveStreamResponse(EventSourceResponse):
@@ -191,9 +249,20 @@ class LiveStreamResponse(EventSourceResponse):
 # ---- the outermost ASGI layer: request ids, metrics, and a way to abort a stalled connection ----------------
 
 class EdgeMiddleware:
-    def __init__(self, app: Any, routes: list[tuple[re.Pattern[str], str]]) -> None:
+    def __init__(self, app: Any, routes: list[tuple[re.Pattern[str], str]], webhook: Any = None) -> None:
         self.app = app
         self.routes = routes
+        self.webhook = webhook
+        # JSON above GZIP_MINIMUM_BYTES is compressed for clients that accept gzip (a 5,000-candle page
+        # shrinks about 6 times); event streams never are (starlette excludes text/event-stream).
+        self.handler = GZipMiddleware(self.dispatch, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
+
+    async def dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The tick webhook's hot path (webhook.py) before connexion, everything else through connexion."""
+        if self.webhook is not None and TickWebhook.handles(scope):
+            await self.webhook(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     def route_of(self, path: str) -> str:
         for pattern, template in self.routes:
@@ -227,7 +296,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.handler(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
 
@@ -249,7 +318,7 @@ def _route_patterns(document: Mapping[str, Any]) -> list[tuple[re.Pattern[str], 
     for path in document.get("paths", {}):
         regex = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$"
         patterns.append((re.compile(regex), path))
-    for fixed in ("/metrics", "/openapi.json", "/docs", "/"):
+    for fixed in ("/openapi.json", "/docs", "/"):
         patterns.append((re.compile("^" + re.escape(fixed) + ("(/.*)?$" if fixed == "/docs" else "$")), fixed))
     return patterns
 
@@ -273,7 +342,7 @@ code{{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}}</style></head>
 <p>The dashboard is not built{where}. Build it with <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>
 (or point <code>WEB_DIST_DIR</code> at a built <code>dist/</code>) and restart the edge.</p>
 <p>Meanwhile: <a href="/docs/">API documentation (Swagger UI)</a> · <a href="/openapi.json">OpenAPI document</a> ·
-<a href="/api/v1/health/readiness">readiness</a> · <a href="/metrics">metrics</a></p>
+<a href="/api/v1/health/readiness">readiness</a></p>
 <p>Live updates: <code>curl -N "/realtime/ticks?symbol=BTCUSDT"</code></p>
 </body></html>
 """
@@ -318,6 +387,7 @@ def create_app(edge: Edge) -> Any:
         "marketdata.edge.server.liveness": edge.liveness,
         "marketdata.edge.server.readiness": edge.readiness,
         "marketdata.edge.sse.stream": edge.stream,
+        "marketdata.edge.server.ticker_stream": edge.ticker_stream,
     }
 
     def resolve(operation_id: str) -> Callable[..., Any]:
@@ -341,13 +411,22 @@ def create_app(edge: Edge) -> Any:
     if edge.settings.cors_origins:
         app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                            allow_origins=list(edge.settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["content-type", "x-api-key", "x-request-id", "last-event-id"],
-                           expose_headers=["x-request-id"], max_age=600)
+                           allow_headers=["content-type", "content-encoding", "x-api-key", "x-request-id",
+                                          "last-event-id",
+                                          "if-none-match"],
+                           expose_headers=["x-request-id", "link", "etag"], max_age=600)
     # Plain routes first: the API is mounted at "" and would answer 404 for anything after it.
-    app.add_url_rule("/metrics", "metrics", edge.metrics, methods=["GET"])
     _dashboard_routes(app, default_web_dist(edge.settings))
     app.add_api(edge.document, name="marketdata")
-    return EdgeMiddleware(app, _route_patterns(edge.document))
+    webhook: Any = TickWebhook(app, edge.upstreams, max_body_bytes=edge.settings.edge_max_body_bytes,
+                               max_batch_ticks=edge.settings.max_batch_ticks,
+                               timeout=edge.settings.request_timeout_seconds,
+                               tick_validator=tick_schema_validator(edge.document))
+    if edge.settings.cors_origins:  # connexion's CORS layer is behind the hot path: the same one in front of it
+        webhook = CORSMiddleware(webhook, allow_origins=list(edge.settings.cors_origins), allow_methods=["POST"],
+                                 allow_headers=["content-type", "content-encoding", "x-api-key", "x-request-id"],
+                                 expose_headers=["x-request-id"], max_age=600)
+    return EdgeMiddleware(app, _route_patterns(edge.document), webhook)
 
 
 def served_routes(asgi_app: Any) -> set[tuple[str, str]]:
@@ -440,11 +519,13 @@ async def serve(settings: Settings) -> None:
     document = load_document()
     nats = NatsConnection(settings.nats_url, "edge")
     nats.start()
-    upstreams = Upstreams(upstream_addresses(settings))
+    upstreams = Upstreams(upstream_addresses(settings), pools={INGEST_SERVICE: settings.edge_ingest_channels})
     hub = LiveHub(nats, settings.live_subject, max_streams=settings.sse_max_streams,
                   queue_size=settings.sse_queue_size, max_behind_seconds=settings.sse_max_behind_seconds,
                   replay_size=settings.sse_replay_size)
     edge = Edge(settings, document, upstreams, hub, nats)
+    edge.report_gauges(asyncio.get_running_loop())
+    serve_metrics(settings.metrics_port_for("edge"), settings.bind_host)
     app = create_app(edge)
     config = uvicorn.Config(app, host=settings.bind_host, port=settings.edge_port,
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import secrets
 import time
 from collections import deque
@@ -40,8 +39,6 @@ SSE_COMMIT_LAG = Histogram(
     "edge_sse_commit_to_fanout_seconds", "From the aggregator's commit to the edge's fan-out of a live update",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
-# A symbol usable as a NATS subject token sequence: no wildcards, no empty tokens, no whitespace.
-SYMBOL_RE = re.compile(r"^[A-Z0-9](?:[A-Z0-9_-]|\.(?=[A-Z0-9_-]))*$")
 RETRY_MILLISECONDS = 2000
 
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
+from marketdata.common import rules
 from marketdata.common.config import Settings
 from marketdata.common.runner import run_service
 from marketdata.feeder.feeder import FeederOptions, serve
 from marketdata.feeder.generator import DEFAULT_SPECS, DEFAULT_SYMBOLS, spec_for
 
-_SYMBOL = re.compile(r"^[A-Z0-9._-]{2,20}$")
 
 
 def _env_float(name: str) -> float | None:
@@ -69,9 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0.01 <= args.batch_interval <= 60:
         parser.error("--batch-interval must be between 0.01 and 60 seconds")
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-    bad = [s for s in symbols if not _SYMBOL.match(s)]
+    bad = [s for s in symbols if not rules.is_symbol(s)]
     if not symbols or bad:
-        parser.error(f"--symbols: {', '.join(bad) or 'empty'}: symbols are 2 to 20 of A-Z, 0-9, '.', '-', '_'")
+        parser.error(f"--symbols: {', '.join(bad) or 'empty'}: a symbol is {rules.SYMBOL_RULE_TEXT}")
     args.symbols = list(dict.fromkeys(symbols))
     return args
 

@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge
 
+from marketdata.common.channels import open_channel
 from marketdata.common.config import Settings
 from marketdata.common.metrics import serve_metrics
 from marketdata.feeder.generator import SymbolSpec, Trade, TradeGenerator
@@ -137,9 +138,7 @@ class GrpcTransport(Transport):
     def __init__(self, address: str, api_key: str) -> None:
         self.address = address
         self.metadata = (("x-api-key", api_key),)
-        self.channel = grpc.aio.insecure_channel(address, options=[
-            ("grpc.keepalive_time_ms", 20_000), ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2_000)])
+        self.channel = open_channel(address)
         self.stub = ingest_pb2_grpc.IngestServiceStub(self.channel)
 
     async def register(self, symbols: Sequence[market_pb2.Symbol]) -> int:

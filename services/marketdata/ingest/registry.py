@@ -36,7 +36,8 @@ class SymbolRegistry:
         while True:
             listener: asyncpg.Connection | None = None
             try:
-                listener = await asyncpg.connect(self.dsn, timeout=5)
+                listener = await asyncpg.connect(self.dsn, timeout=5,
+                                                 server_settings={"application_name": "marketdata-ingest-listen"})
                 await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._changed.set())
                 await self.reload()
                 while not listener.is_closed():

@@ -81,8 +81,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def UpsertSymbols(self, request: ingest_pb2.UpsertSymbolsRequest,
                             context: grpc.aio.ServicerContext) -> ingest_pb2.UpsertSymbolsResponse:
-        await validate_symbols(request.items).abort_if_any(context)
-        items = request.items
+        await validate_symbols(request).abort_if_any(context)
+        # A symbol given twice takes its last entry (one row can be upserted once per statement).
+        items = list({item.symbol: item for item in request.items}.values())
         try:
             await self.registry.pool.execute(
                 UPSERT_SYMBOLS_SQL, [s.symbol for s in items], [s.base for s in items], [s.quote for s in items],
@@ -101,7 +102,7 @@ async def serve(settings: Settings) -> None:
         settings=settings, port=settings.ingest_port, port_setting="INGEST_PORT",
         interceptors=[ApiKeyInterceptor(settings.api_keys, f"/{SERVICE_NAME}/")])
     nats = NatsConnection(settings.nats_url, "ingest")
-    pool = await create_pool(dsn, max_size=settings.db_pool_size)
+    pool = await create_pool(dsn, max_size=settings.pool_size_for("ingest"), application_name="marketdata-ingest")
     registry = SymbolRegistry(pool, dsn)
     streams_ready = False
 
@@ -121,13 +122,16 @@ async def serve(settings: Settings) -> None:
 
     schema_ready = SchemaCheck(pool, required_schema)
 
-    async def postgres_ready() -> bool:
-        return registry.loaded and await schema_ready()
+    async def symbols_ready() -> bool:
+        # Publishing validates against the cached registry: once it is loaded from a migrated schema, a
+        # PostgreSQL outage only degrades UpsertSymbols (UNAVAILABLE) while ticks keep flowing into JetStream.
+        return registry.loaded and schema_ready.passed_once
 
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(settings, nats, registry), host.server)
     host.add_service(SERVICE_NAME)
     host.add_dependency("nats", nats_ready)
-    host.add_dependency("postgres", postgres_ready)
+    host.add_dependency("symbols", symbols_ready)
+    host.add_dependency("postgres", schema_ready, required=False)
     nats.start()
     host.add_background(prepare_streams(), "ensure-streams")
     host.add_background(registry.run(), "symbol-registry")

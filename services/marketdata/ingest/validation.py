@@ -1,20 +1,27 @@
-"""Tick and symbol validation. Every problem is reported with its field path, e.g. items[3].price."""
+"""Tick and symbol validation. Every problem is reported with its field path, e.g. items[3].price.
+
+The rules are the buf.validate annotations of the protos (marketdata.common.rules). Tick batches are the
+hot path: they are checked here by hand, in one lean pass when every tick is valid, and a test compares
+this validator's verdicts and field paths with protovalidate's on generated ticks. The rules that depend
+on the moment or on the registry (event time at most the configured skew ahead, symbol registered and
+active) are this module's own. Symbol upserts are low-rate: protovalidate checks them.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from marketdata.common import rules
 from marketdata.common.errors import FieldViolations
-from marketdata.v1 import market_pb2
+from marketdata.v1 import ingest_pb2, market_pb2
 
-SYMBOL_PATTERN = re.compile(r"^[A-Z0-9._-]{2,20}$")
-ASSET_PATTERN = re.compile(r"^[A-Z0-9]{1,12}$")
-MAX_SOURCE_LENGTH = 64
+PRICE_MIN, PRICE_MAX, SIZE_MIN, SIZE_MAX = rules.PRICE_MIN, rules.PRICE_MAX, rules.SIZE_MIN, rules.SIZE_MAX
+EVENT_TIME_MIN_SECONDS = rules.EVENT_TIME_MIN_SECONDS
+MAX_SOURCE_LENGTH = rules.SOURCE_MAX_LENGTH
+TEXT_PATTERN = rules.TEXT_PATTERN
 # Enough to fix a batch; the rest are summarised so an error never outgrows the batch.
 MAX_REPORTED_VIOLATIONS = 100
 _SIDES = frozenset(market_pb2.Side.values())
@@ -46,7 +53,7 @@ def derived_trade_id(tick: market_pb2.Tick) -> str:
 def validate_ticks(
     ticks: Sequence[market_pb2.Tick],
     message_bytes: int,
-    rules: TickRules,
+    rules_: TickRules,
     symbol_status: Callable[[str], bool | None],
     now: float | None = None,
 ) -> tuple[ValidatedBatch, FieldViolations]:
@@ -59,15 +66,15 @@ def validate_ticks(
     if not ticks:
         violations.add("items", "at least one tick is required")
         return batch, violations
-    if len(ticks) > rules.max_batch_ticks:
-        violations.add("items", f"{len(ticks)} ticks in one batch; at most {rules.max_batch_ticks} are allowed")
+    if len(ticks) > rules_.max_batch_ticks:
+        violations.add("items", f"{len(ticks)} ticks in one batch; at most {rules_.max_batch_ticks} are allowed")
         return batch, violations
-    if message_bytes > rules.max_message_bytes:
-        violations.add("items", f"batch is {message_bytes} bytes; at most {rules.max_message_bytes} are allowed")
+    if message_bytes > rules_.max_message_bytes:
+        violations.add("items", f"batch is {message_bytes} bytes; at most {rules_.max_message_bytes} are allowed")
         return batch, violations
 
-    latest_allowed = (time.time() if now is None else now) + rules.max_future_skew_seconds
-    fast = _valid_batch(ticks, rules, symbol_status, latest_allowed)
+    latest_allowed = (time.time() if now is None else now) + rules_.max_future_skew_seconds
+    fast = _valid_batch(ticks, rules_, symbol_status, latest_allowed)
     if fast is not None:
         return fast, violations
     # Some tick is invalid: the full pass below names every problem.
@@ -75,35 +82,8 @@ def validate_ticks(
     reported = 0
     problems = 0
     for index, tick in enumerate(ticks):
-        errors: list[tuple[str, str]] = []
         symbol = tick.symbol
-        if not SYMBOL_PATTERN.match(symbol):
-            errors.append(("symbol", f"{symbol!r} is not a symbol: 2 to 20 characters of A-Z, 0-9, '.', '-', '_'"))
-        else:
-            status = symbol_status(symbol)
-            if status is None:
-                errors.append(("symbol", f"{symbol} is not registered (POST /api/v1/webhooks/symbols first)"))
-            elif status is False:
-                errors.append(("symbol", f"{symbol} is not active"))
-        price = tick.price
-        if not (math.isfinite(price) and price > 0):
-            errors.append(("price", f"must be a finite number > 0, got {price!r}"))
-        size = tick.size
-        if not (math.isfinite(size) and size >= 0):
-            errors.append(("size", f"must be a finite number >= 0, got {size!r}"))
-        if not tick.HasField("event_time"):
-            errors.append(("event_time", "is required"))
-        else:
-            seconds = tick.event_time.seconds + tick.event_time.nanos / 1e9
-            if seconds > latest_allowed:
-                errors.append(("event_time", f"is {seconds - latest_allowed + rules.max_future_skew_seconds:.1f}s "
-                                             f"in the future; at most {rules.max_future_skew_seconds:g}s is allowed"))
-        if len(tick.trade_id) > rules.max_trade_id_length:
-            errors.append(("trade_id", f"is {len(tick.trade_id)} characters; at most {rules.max_trade_id_length}"))
-        if tick.side not in _SIDES:
-            errors.append(("side", f"unknown side {tick.side}"))
-        if len(tick.source) > MAX_SOURCE_LENGTH:
-            errors.append(("source", f"is {len(tick.source)} characters; at most {MAX_SOURCE_LENGTH}"))
+        errors = tick_errors(tick, rules_, symbol_status, latest_allowed)
         if errors:
             problems += len(errors)
             for name, description in errors:
@@ -129,32 +109,86 @@ def validate_ticks(
     return batch, violations
 
 
-_INF = math.inf
+def tick_errors(tick: market_pb2.Tick, rules_: TickRules, symbol_status: Callable[[str], bool | None],
+                latest_allowed: float) -> list[tuple[str, str]]:
+    """(field, description) of every rule the tick breaks."""
+    errors: list[tuple[str, str]] = []
+    symbol = tick.symbol
+    if not rules.is_symbol(symbol):
+        errors.append(("symbol", f"{symbol!r} is not a symbol: {rules.SYMBOL_RULE_TEXT}"))
+    else:
+        status = symbol_status(symbol)
+        if status is None:
+            errors.append(("symbol", f"{symbol} is not registered (POST /api/v1/webhooks/symbols first)"))
+        elif status is False:
+            errors.append(("symbol", f"{symbol} is not active"))
+    price = tick.price
+    if not PRICE_MIN <= price <= PRICE_MAX:  # false for NaN too
+        errors.append(("price", f"must be a finite number from {PRICE_MIN:g} to {PRICE_MAX:g}, got {price!r}"))
+    size = tick.size
+    if not SIZE_MIN <= size <= SIZE_MAX:
+        errors.append(("size", f"must be a finite number from {SIZE_MIN:g} to {SIZE_MAX:g}, got {size!r}"))
+    if not tick.HasField("event_time"):
+        errors.append(("event_time", "is required"))
+    else:
+        ts = tick.event_time
+        seconds = ts.seconds + ts.nanos / 1e9
+        if ts.seconds < EVENT_TIME_MIN_SECONDS:
+            errors.append(("event_time", f"is before {EVENT_TIME_MIN_SECONDS} s since the epoch (1970-01-01)"))
+        elif seconds > latest_allowed:
+            errors.append(("event_time", f"is {seconds - latest_allowed + rules_.max_future_skew_seconds:.1f}s "
+                                         f"in the future; at most {rules_.max_future_skew_seconds:g}s is allowed"))
+    trade_id = tick.trade_id
+    if len(trade_id) > rules_.max_trade_id_length:
+        errors.append(("trade_id", f"is {len(trade_id)} characters; at most {rules_.max_trade_id_length}"))
+    elif not _plain_text(trade_id):
+        errors.append(("trade_id", "must not contain control characters"))
+    if tick.side not in _SIDES:
+        errors.append(("side", f"unknown side {tick.side}"))
+    source = tick.source
+    if len(source) > MAX_SOURCE_LENGTH:
+        errors.append(("source", f"is {len(source)} characters; at most {MAX_SOURCE_LENGTH}"))
+    elif not _plain_text(source):
+        errors.append(("source", "must not contain control characters"))
+    return errors
 
 
-def _valid_batch(ticks: Sequence[market_pb2.Tick], rules: TickRules, symbol_status: Callable[[str], bool | None],
-                 latest_allowed: float) -> ValidatedBatch | None:
+def _plain_text(value: str) -> bool:
+    """No control characters. isprintable() is a quick sufficient test (controls are never printable)."""
+    return value.isprintable() or TEXT_PATTERN.match(value) is not None
+
+
+def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
+                 symbol_status: Callable[[str], bool | None], latest_allowed: float) -> ValidatedBatch | None:
     """The batch when every tick is valid (the common case), checked in one lean pass; None at the first
     problem. Each distinct symbol is checked once; derived trade ids are only assigned once all are valid."""
     batch = ValidatedBatch()
     by_symbol = batch.by_symbol
     symbols_ok: dict[str, bool] = {}
+    sources_ok: dict[str, bool] = {}
     seen: set[tuple[str, str]] = set()
     derived: list[tuple[market_pb2.Tick, str]] = []
-    max_trade_id = rules.max_trade_id_length
+    max_trade_id = rules_.max_trade_id_length
     for tick in ticks:
         symbol = tick.symbol
         ok = symbols_ok.get(symbol)
         if ok is None:
-            ok = symbols_ok[symbol] = bool(SYMBOL_PATTERN.match(symbol)) and symbol_status(symbol) is True
-        # 0 < x < inf is false for NaN and the infinities, like isfinite(x) and x > 0.
-        if not ok or not (0 < tick.price < _INF and 0 <= tick.size < _INF) or not tick.HasField("event_time"):
+            ok = symbols_ok[symbol] = rules.is_symbol(symbol) and symbol_status(symbol) is True
+        # Chained comparisons are false for NaN, so they also check finiteness.
+        if (not ok or not (PRICE_MIN <= tick.price <= PRICE_MAX and SIZE_MIN <= tick.size <= SIZE_MAX)
+                or not tick.HasField("event_time")):
             return None
         ts = tick.event_time
-        if ts.seconds + ts.nanos / 1e9 > latest_allowed:
+        if ts.seconds < EVENT_TIME_MIN_SECONDS or ts.seconds + ts.nanos / 1e9 > latest_allowed:
             return None
         trade_id = tick.trade_id
-        if len(trade_id) > max_trade_id or tick.side not in _SIDES or len(tick.source) > MAX_SOURCE_LENGTH:
+        if len(trade_id) > max_trade_id or not (trade_id.isprintable() or TEXT_PATTERN.match(trade_id)):
+            return None
+        source = tick.source
+        source_ok = sources_ok.get(source)
+        if source_ok is None:
+            source_ok = sources_ok[source] = len(source) <= MAX_SOURCE_LENGTH and _plain_text(source)
+        if not source_ok or tick.side not in _SIDES:
             return None
         if not trade_id:
             trade_id = derived_trade_id(tick)
@@ -173,20 +207,6 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules: TickRules, symbol_stat
     return batch
 
 
-def validate_symbols(symbols: Sequence[market_pb2.Symbol]) -> FieldViolations:
-    violations = FieldViolations()
-    if not symbols:
-        violations.add("items", "at least one symbol is required")
-    seen: set[str] = set()
-    for index, item in enumerate(symbols):
-        if not SYMBOL_PATTERN.match(item.symbol):
-            violations.add(f"items[{index}].symbol",
-                           f"{item.symbol!r} is not a symbol: 2 to 20 characters of A-Z, 0-9, '.', '-', '_'")
-        elif item.symbol in seen:
-            violations.add(f"items[{index}].symbol", f"{item.symbol} appears more than once")
-        seen.add(item.symbol)
-        for name in ("base", "quote"):
-            value = getattr(item, name)
-            if not ASSET_PATTERN.match(value):
-                violations.add(f"items[{index}].{name}", f"{value!r} is not an asset: 1 to 12 characters of A-Z, 0-9")
-    return violations
+def validate_symbols(request: ingest_pb2.UpsertSymbolsRequest) -> FieldViolations:
+    """protovalidate's verdict: the proto's rules are all there is to a symbol upsert."""
+    return rules.check(request)

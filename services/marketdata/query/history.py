@@ -9,32 +9,71 @@ Candles and SMA10
   of the primary key (symbol, bucket) with LIMIT; the window function runs over them, so the oldest
   candles of the page get their SMA10 from candles before the page; then the rows before `from` and the
   9 lead-in rows are dropped.
-* 5m/15m/1h/1d candles are derived from ohlc_1m: open of the first minute, close of the last, max high,
-  min low, sum of volume and trades, vwap = sum(turnover) / sum(volume) (the close when the volume is 0, as
-  ohlc_1m does). Bins are aligned on the Unix epoch, so 1d candles are UTC days. A derived candle belongs
-  to the range when its start is in [from, to) and always aggregates its whole interval, so a candle is
-  the same whatever range it is asked with. 5m candles aggregate the newest (limit + 9) * 5 minute rows
-  (enough for the newest limit + 9 bins, one backward index scan with LIMIT); 15m, 1h and 1d candles come
-  from a recursive query that walks the primary key backwards one bin at a
-  time (one index probe per bin, however sparse the data) to find the oldest bin needed (the page plus 9
-  before it), then aggregates only the minutes from there.
+* Longer intervals are derived from the coarsest stored tier whose buckets fit inside theirs (candle_tier):
+  ohlc_1d (UTC days) for days, weeks and months in UTC, ohlc_1h (UTC hours) for hours and calendar periods in
+  zones with whole-hour offsets, else ohlc_1m (e.g. 30m, or any interval in Asia/Kolkata). Below, "minute"
+  stands for a row of that tier: open of the first minute, close of the last, max high, min low,
+  sums of volume, trades, turnover and taker-buy volumes, vwap = sum(turnover) / sum(volume) (the close when
+  the volume is 0, as ohlc_1m does). Buckets are aligned in the requested time zone (intervals.py). A derived
+  candle belongs to the range when its start is in [from, to) and always aggregates its whole interval, so a
+  candle is the same whatever range it is asked with. 3m/5m candles aggregate the newest (limit + 9) * n
+  minute rows (one backward index scan with LIMIT); longer ones come from a recursive query that walks the
+  primary key backwards one bucket at a time (one index probe per bucket, however sparse the data) to find
+  the oldest bucket needed (the page plus 9 before it), then aggregates only the minutes from there.
 * SMA10 = avg(close) over the candle and the 9 candles before it at the same interval, NULL unless all 10
   exist. Intervals without trades have no candle, so SMA10 counts candles, not clock intervals.
+
+Paging
+------
+A page is the newest `limit` rows before `to` (order=desc) or the oldest from `from` (order=asc); rows are
+always returned oldest first. An ascending candle page first finds where it ends (the end of its limit-th
+candle, by a forward walk) and is then read as a descending page ending there, so both orders share one
+SQL per interval. A full page carries a token with the bound of the next one: the start of its first row
+(desc) or the end of its last (asc), a tick's trade id as the tie-break, and a digest of the query so a token
+is not replayed against another symbol, view, interval or time zone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
+import json
 import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from marketdata.common import rules
 from marketdata.common.errors import FieldViolations
+from marketdata.query.intervals import (
+    DAY_MINUTES,
+    INTERVAL_RULE,
+    TIME_ZONE_RULE,
+    Interval,
+    TimeZone,
+    bucket_end,
+    bucket_end_sql,
+    bucket_start_sql,
+    parse_interval,
+    parse_time_zone,
+    whole_hour_offsets,
+)
+from marketdata.query.ticker import (
+    TICKER_SQL,
+    HourCache,
+    Window,
+    build_tickers,
+    now_utc,
+    set_time_micros,
+    window_arguments,
+)
 from marketdata.v1 import market_pb2, query_pb2
 
 UTC = timezone.utc
@@ -43,29 +82,25 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEGATIVE_INFINITY = datetime(1, 1, 1, tzinfo=UTC)
 INFINITY = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
-SYMBOL_PATTERN = re.compile(r"^[A-Z0-9._-]{2,20}$")
 VIEWS = ("ticks", "metrics1m", "ohlc1m")
 DEFAULT_VIEW = "ohlc1m"
-INTERVALS: dict[str, timedelta] = {
-    "1m": timedelta(minutes=1),
-    "5m": timedelta(minutes=5),
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "1d": timedelta(days=1),
-}
 DEFAULT_INTERVAL = "1m"
+ORDERS = ("asc", "desc")
+FILLS = ("none", "null", "prev")
+NUMBERS = ("number", "string")
 DEFAULT_LIMIT = 100
 # Time a pooled connection gets to settle (finish a cancelled query, reset) before it is reused.
 RELEASE_TIMEOUT_SECONDS = 5.0
 SMA_PERIOD = 10
+PAGE_TOKEN_VERSION = 1
 
 
 def symbol_problem(symbol: str) -> str | None:
     """Why a symbol is not a valid token, or None."""
     if not symbol:
         return "required"
-    if not SYMBOL_PATTERN.match(symbol):
-        return "must be 2 to 20 characters of A-Z, 0-9, '.', '-' or '_'"
+    if not rules.is_symbol(symbol):
+        return f"{symbol!r} is not a symbol: {rules.SYMBOL_RULE_TEXT}"
     return None
 
 
@@ -73,11 +108,63 @@ def symbol_problem(symbol: str) -> str | None:
 class HistoryQuery:
     symbol: str
     view: str
-    interval: str
-    # Inclusive start / exclusive end, microsecond precision; the infinities when not given.
+    interval: Interval
+    time_zone: TimeZone
+    # Inclusive start / exclusive end, microsecond precision; the infinities when not given. For ticks the
+    # trade ids complete the bounds: (start, start_id) inclusive, (end, end_id) exclusive.
     start: datetime
     end: datetime
     limit: int
+    order: str
+    fill: str = "none"
+    numbers: str = "number"
+    start_id: str = ""
+    end_id: str = ""
+
+    @property
+    def digest(self) -> str:
+        """What a page token is bound to."""
+        key = f"{self.symbol}|{self.view}|{self.interval.text}|{self.time_zone.name}"
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(micros: int) -> datetime:
+    return min(max(EPOCH + timedelta(microseconds=micros), NEGATIVE_INFINITY), INFINITY)
+
+
+def encode_page_token(query: HistoryQuery, moment: datetime, trade_id: str = "") -> str:
+    """A token for the page after `query`'s in its order, bounded at (moment, trade_id)."""
+    payload = {"v": PAGE_TOKEN_VERSION, "o": query.order, "t": _micros(moment), "q": query.digest}
+    if trade_id:
+        payload["id"] = trade_id
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def apply_page_token(query: HistoryQuery, token: str) -> tuple[HistoryQuery | None, str | None]:
+    """The query narrowed to the token's page, or the problem with the token."""
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        version, order, micros, digest = payload["v"], payload["o"], int(payload["t"]), payload["q"]
+        trade_id = str(payload.get("id", ""))
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None, "not a page token of this API"
+    if version != PAGE_TOKEN_VERSION or order not in ORDERS:
+        return None, "not a page token of this API"
+    if digest != query.digest:
+        return None, "belongs to another symbol, view, interval or time zone"
+    if order != query.order:
+        return None, f"was issued for order={order}"
+    bound = _from_micros(micros)
+    if order == "asc":
+        if (bound, trade_id) > (query.start, query.start_id):
+            query = replace(query, start=bound, start_id=trade_id)
+    elif (bound, trade_id) < (query.end, query.end_id):
+        query = replace(query, end=bound, end_id=trade_id)
+    return query, None
 
 
 def _ceil_micro(ts: Timestamp) -> datetime:
@@ -106,16 +193,22 @@ def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) 
     view = request.view or DEFAULT_VIEW
     if view not in VIEWS:
         violations.add("view", f"must be one of {', '.join(VIEWS)}")
-    interval = request.interval or DEFAULT_INTERVAL
-    if interval not in INTERVALS:
-        violations.add("interval", f"must be one of {', '.join(INTERVALS)}")
-    elif view != "ohlc1m" and interval != DEFAULT_INTERVAL:
+    interval = parse_interval(request.interval or DEFAULT_INTERVAL)
+    if interval is None:
+        violations.add("interval", INTERVAL_RULE)
+    elif view != "ohlc1m" and interval.text != DEFAULT_INTERVAL:
         violations.add("interval", "only view=ohlc1m has intervals other than 1m")
+    time_zone = parse_time_zone(request.time_zone)
+    if time_zone is None:
+        violations.add("time_zone", TIME_ZONE_RULE)
     limit = request.limit or DEFAULT_LIMIT
     if limit > max_limit:
         violations.add("limit", f"must be at most {max_limit}")
-    start, end = NEGATIVE_INFINITY, INFINITY
     has_from, has_to = request.HasField("from_time"), request.HasField("to_time")
+    order = request.order or ("asc" if has_from and not has_to else "desc")
+    if order not in ORDERS:
+        violations.add("order", "must be asc or desc")
+    start, end = NEGATIVE_INFINITY, INFINITY
     from_problem = _timestamp_problem(request.from_time) if has_from else None
     to_problem = _timestamp_problem(request.to_time) if has_to else None
     if from_problem:
@@ -129,27 +222,25 @@ def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) 
     if (has_from and has_to and not from_problem and not to_problem
             and (request.from_time.seconds, request.from_time.nanos) >= (request.to_time.seconds, request.to_time.nanos)):
         violations.add("from", "must be before to")
-    if violations:
-        return None, violations
-    return HistoryQuery(request.symbol, view, interval, start, end, limit), violations
-
-
-def floor_to(moment: datetime, step: timedelta) -> datetime:
-    """Start of the epoch-aligned interval of length step that contains moment (UTC days for 1d)."""
-    return moment - (moment - EPOCH) % step
-
-
-def ceil_to(moment: datetime, step: timedelta) -> datetime:
-    """The first epoch-aligned interval start at or after moment (the infinities stay as they are)."""
-    if moment in (NEGATIVE_INFINITY, INFINITY):
-        return moment
-    floor = floor_to(moment, step)
-    if floor == moment:
-        return moment
-    try:
-        return floor + step
-    except OverflowError:
-        return INFINITY
+    fill = request.fill or "none"
+    if fill not in FILLS:
+        violations.add("fill", "must be none, null or prev")
+    elif fill != "none" and view != "ohlc1m":
+        violations.add("fill", "only view=ohlc1m can be filled")
+    numbers = request.numbers or "number"
+    if numbers not in NUMBERS:
+        violations.add("numbers", "must be number or string")
+    elif numbers == "string" and view != "ohlc1m":
+        violations.add("numbers", "only candles (view=ohlc1m) have decimal strings")
+    query = None
+    if not violations:
+        assert interval is not None and time_zone is not None
+        query = HistoryQuery(request.symbol, view, interval, time_zone, start, end, limit, order, fill, numbers)
+        if request.page_token:
+            query, token_problem = apply_page_token(query, request.page_token)
+            if token_problem:
+                violations.add("page_token", token_problem)
+    return (None, violations) if violations else (query, violations)
 
 
 # --- SQL -------------------------------------------------------------------------------------------------
@@ -170,7 +261,8 @@ SELECT t.trade_id, (extract(epoch FROM t.event_time) * 1000000)::int8 AS micros,
        t.price::float8 AS price, t.size::float8 AS size, t.side, t.source,
        extract(epoch FROM o.bucket)::int8 AS o_epoch, o.open::float8 AS o_open, o.high::float8 AS o_high, o.low::float8 AS o_low,
        o.close::float8 AS o_close, o.volume::float8 AS o_volume, o.trades AS o_trades,
-       o.vwap::float8 AS o_vwap, sma.sma10::float8 AS o_sma10,
+       o.vwap::float8 AS o_vwap, sma.sma10::float8 AS o_sma10, o.turnover::float8 AS o_quote_volume,
+       o.taker_buy_volume::float8 AS o_taker_buy_volume, o.taker_buy_turnover::float8 AS o_taker_buy_quote_volume,
        extract(epoch FROM m.bucket)::int8 AS m_epoch, m.min::float8 AS m_min, m.max::float8 AS m_max, m.avg::float8 AS m_avg,
        m.vwap::float8 AS m_vwap, m.volume::float8 AS m_volume, m.last::float8 AS m_last, m.trades AS m_trades
 FROM symbols s
@@ -195,37 +287,52 @@ LEFT JOIN LATERAL (
 WHERE s.symbol = $1
 """
 
-# $1 symbol, $2 from (inclusive), $3 to (exclusive), $4 limit.
-TICKS_SQL = """
+# Ticks are ordered by (event_time, trade_id); pages are bounded by such pairs. $1 symbol, $2/$3 the lower
+# bound (inclusive), $4/$5 the upper bound (exclusive), $6 limit. A bound of a plain time has the trade id ''
+# (ids are never empty), and the smallest key after (t, id) is (t, id || E'\x01') (ids compare bytewise).
+_TICKS = """
 SELECT trade_id, (extract(epoch FROM event_time) * 1000000)::int8 AS micros,
        price::float8 AS price, size::float8 AS size, side, source
 FROM ticks_history
-WHERE symbol = $1 AND event_time >= $2 AND event_time < $3
-ORDER BY event_time DESC, trade_id DESC
-LIMIT $4
+WHERE symbol = $1 AND (event_time, trade_id) >= ($2, $3) AND (event_time, trade_id) < ($4, $5)
+ORDER BY event_time {order}, trade_id {order}
+LIMIT $6
 """
+TICKS_SQL = _TICKS.format(order="DESC")
+TICKS_ASC_SQL = _TICKS.format(order="ASC")
 
-METRICS_SQL = """
+# $1 symbol, $2 from (inclusive), $3 to (exclusive), $4 limit.
+_METRICS = """
 SELECT extract(epoch FROM bucket)::int8 AS epoch, min::float8 AS min, max::float8 AS max, avg::float8 AS avg, vwap::float8 AS vwap,
        volume::float8 AS volume, last::float8 AS last, trades
 FROM metrics_1m
 WHERE symbol = $1 AND bucket >= $2 AND bucket < $3
-ORDER BY bucket DESC
+ORDER BY bucket {order}
 LIMIT $4
 """
+METRICS_SQL = _METRICS.format(order="DESC")
+METRICS_ASC_SQL = _METRICS.format(order="ASC")
+
+# Candle rows, in the order add_candles reads them.
+_CANDLE_COLUMNS = """extract(epoch FROM bucket)::int8 AS epoch, {end} AS end_epoch, open::float8 AS open,
+       high::float8 AS high, low::float8 AS low, close::float8 AS close, volume::float8 AS volume,
+       least(trades, 4294967295)::int8 AS trades, {vwap}::float8 AS vwap, sma10::float8 AS sma10,
+       turnover::float8 AS quote_volume, taker_buy_volume::float8 AS taker_buy_volume,
+       taker_buy_turnover::float8 AS taker_buy_quote_volume"""
 
 # 1-minute candles: the newest $4 + 9 rows before $3, read by a backward scan of the primary key with LIMIT;
 # SMA10 computed newest-first over them (in that order the 9 rows after a row are the 9 candles before it),
 # so the oldest candles of the page get their SMA10 from rows before the page; then trimmed to the rows of
 # [$2, $3), at most $4. No sort anywhere. Rows come newest first: the caller reverses them. A range with
-# fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page.
-CANDLES_1M_SQL = """
-SELECT epoch, open, high, low, close, volume, trades, vwap, sma10
+# fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page. 1-minute buckets are
+# the same in every zone (offsets are whole minutes).
+CANDLES_1M_SQL = f"""
+SELECT {_CANDLE_COLUMNS.format(end="extract(epoch FROM bucket)::int8 + 60", vwap="vwap")}
 FROM (
-    SELECT bucket, extract(epoch FROM bucket)::int8 AS epoch, open::float8 AS open, high::float8 AS high,
-           low::float8 AS low, close::float8 AS close, volume::float8 AS volume, trades, vwap::float8 AS vwap,
-           (CASE WHEN count(*) OVER w = 10 THEN avg(close) OVER w END)::float8 AS sma10
-    FROM (SELECT bucket, open, high, low, close, volume, trades, vwap
+    SELECT bucket, open, high, low, close, volume, trades, vwap, turnover, taker_buy_volume, taker_buy_turnover,
+           CASE WHEN count(*) OVER w = 10 THEN avg(close) OVER w END AS sma10
+    FROM (SELECT bucket, open, high, low, close, volume, trades, vwap, turnover, taker_buy_volume,
+                 taker_buy_turnover
           FROM ohlc_1m
           WHERE symbol = $1 AND bucket < $3
           ORDER BY bucket DESC
@@ -237,61 +344,96 @@ ORDER BY bucket DESC
 LIMIT $4
 """
 
-# Derived candles over few minutes (5m). $1 symbol, $2 interval, $3 first bin start allowed (from
-# rounded up to the interval), $4 end of the last bin allowed (to rounded up to the interval), $5 limit.
-# A bin holds at most k = interval / 1 minute rows, so the newest ($5 + 9) * k minute rows before $4 (one
-# backward scan of the primary key with LIMIT) contain every row of the newest $5 + 9 bins: those bins are
-# complete, older ones may be cut off and are dropped. SMA10 newest-first, then the page: bins >= $3, at
-# most $5. Rows come newest first: the caller reverses them.
-CANDLES_RECENT_BINS_SQL = """
-WITH newest AS (
-    SELECT date_bin($2::interval, bucket, TIMESTAMPTZ 'epoch') AS bin,
-           bucket, open, high, low, close, volume, trades, turnover
-    FROM ohlc_1m
-    WHERE symbol = $1 AND bucket < $4
-    ORDER BY bucket DESC
-    LIMIT ($5 + 9) * (extract(epoch FROM $2::interval)::int8 / 60)
-), candles AS (
-    SELECT bin AS bucket,
-           (array_agg(open ORDER BY bucket))[1] AS open,
+# End (exclusive) of the page of at most $4 one-minute candles from $2 on, before $3: where an ascending page
+# ends, so that CANDLES_1M_SQL can serve it. NULL when the range holds fewer than $4 candles.
+CANDLES_1M_PAGE_END_SQL = """
+SELECT bucket + interval '1 minute'
+FROM ohlc_1m
+WHERE symbol = $1 AND bucket >= $2 AND bucket < $3
+ORDER BY bucket
+OFFSET $4 - 1
+LIMIT 1
+"""
+
+# Derived candles. Parameters: $1 symbol, $2 the interval (interval), $3 from: the first bucket start allowed,
+# $4 to (exclusive bound of bucket starts), $5 limit, $6 time zone (text), $7 the interval's multiple n.
+# `hi` is the end of the bucket holding the last instant before $4: every minute of the range's buckets is
+# before it. The bucket expressions are in intervals.py.
+# The interval arrives as text ("5 minutes", "1 months"): asyncpg has no Python type for calendar intervals.
+_PARAMS = "($2::text)::interval", "$6::text", "$7::int"
+
+
+def _start(t: str, kind: str) -> str:
+    step, tz, n = _PARAMS
+    return bucket_start_sql(kind, t, tz, step, n)
+
+
+def _end(t: str, kind: str) -> str:
+    step, tz, _ = _PARAMS
+    return bucket_end_sql(kind, t, tz, step)
+
+
+def _hi(kind: str) -> str:
+    last_instant = "$4::timestamptz - interval '1 microsecond'"
+    return f"CASE WHEN $4::timestamptz = 'infinity' THEN $4::timestamptz ELSE {_end(_start(last_instant, kind), kind)} END"
+
+
+_AGGREGATES = """(array_agg(open ORDER BY bucket))[1] AS open,
            max(high) AS high,
            min(low) AS low,
            (array_agg(close ORDER BY bucket DESC))[1] AS close,
            sum(volume) AS volume,
            sum(trades)::int8 AS trades,
-           sum(turnover) AS turnover
+           sum(turnover) AS turnover,
+           sum(taker_buy_volume) AS taker_buy_volume,
+           sum(taker_buy_turnover) AS taker_buy_turnover"""
+
+_VWAP = "(CASE WHEN volume > 0 THEN turnover / volume ELSE close END)"
+
+# Over few tier rows per bucket (at most RECENT_BINS_MAX_ROWS of its tier): a bucket holds at most $7 rows (the
+# interval's length in rows of the tier), so the newest ($5 + 9) * $7 rows before hi (one backward scan of the
+# primary key with LIMIT) contain every row of the newest $5 + 9 buckets: those are complete, older ones may be
+# cut off and are dropped. SMA10 newest-first, then the page: buckets >= $3, at most $5. Rows come newest first.
+_RECENT_BINS = """
+WITH newest AS (
+    SELECT {start} AS bin, bucket, open, high, low, close, volume, trades, turnover, taker_buy_volume,
+           taker_buy_turnover
+    FROM {tier}
+    WHERE symbol = $1 AND bucket < ({hi})
+    ORDER BY bucket DESC
+    LIMIT ($5 + 9) * $7::int
+), candles AS (
+    SELECT bin AS bucket, {aggregates}
     FROM newest
     GROUP BY bin
     ORDER BY bin DESC
     LIMIT $5 + 9
 ), windowed AS (
-    SELECT c.*,
-           CASE WHEN count(*) OVER w = 10 THEN avg(c.close) OVER w END AS sma10
+    SELECT c.*, CASE WHEN count(*) OVER w = 10 THEN avg(c.close) OVER w END AS sma10
     FROM candles c
     WINDOW w AS (ORDER BY c.bucket DESC ROWS BETWEEN CURRENT ROW AND 9 FOLLOWING)
 )
-SELECT extract(epoch FROM bucket)::int8 AS epoch, open::float8 AS open, high::float8 AS high,
-       low::float8 AS low, close::float8 AS close, volume::float8 AS volume, trades,
-       (CASE WHEN volume > 0 THEN turnover / volume ELSE close END)::float8 AS vwap,
-       sma10::float8 AS sma10
+SELECT {columns}
 FROM windowed
 WHERE bucket >= $3
 ORDER BY bucket DESC
 LIMIT $5
 """
-# Intervals served by CANDLES_RECENT_BINS_SQL (at most (5000 + 9) * 5 rows read): measured twice as fast as
-# the walk at 5m; from 15m on, the walk (which reads only the bins that exist, however sparse) is as fast.
-RECENT_BINS_INTERVALS = ("5m",)
+# Minutes are often sparse (a quiet symbol), where walking the buckets reads fewer rows; hours and days rarely.
+RECENT_BINS_MAX_ROWS = {"ohlc_1m": 5, "ohlc_1h": 12, "ohlc_1d": 7}
+# Kinds whose bucket expressions do not use $7 (n), which then carries the rows per bucket.
+RECENT_BINS_KINDS = ("fixed", "fixed_week", "subday")
 
-# Derived candles over longer intervals (15m, 1h, 1d), same parameters, ascending order.
-# `walk` visits the non-empty bins newest first with one index probe each: extra = 0 while a bin belongs to
-# the page (start >= $3 and among the newest $5), then it counts the lead-in bins and stops at 9.
-CANDLES_DERIVED_SQL = """
+# Over longer intervals: `walk` visits the non-empty buckets newest first with one index probe each:
+# extra = 0 while a bucket belongs to the page (start >= $3 and among the newest $5), then it counts the
+# lead-in buckets and stops at 9. Then only the minutes from the oldest bucket needed are aggregated.
+# Rows come newest first.
+_WALK = """
 WITH RECURSIVE walk(bin, n, extra) AS (
     SELECT f.bin, 1, CASE WHEN f.bin >= $3 THEN 0 ELSE 1 END
-    FROM (SELECT date_bin($2::interval, o.bucket, TIMESTAMPTZ 'epoch') AS bin
-          FROM ohlc_1m o
-          WHERE o.symbol = $1 AND o.bucket < $4
+    FROM (SELECT {start_o} AS bin
+          FROM {tier} o
+          WHERE o.symbol = $1 AND o.bucket < ({hi})
           ORDER BY o.bucket DESC
           LIMIT 1) f
   UNION ALL
@@ -299,8 +441,8 @@ WITH RECURSIVE walk(bin, n, extra) AS (
            w.extra + CASE WHEN w.extra = 0 AND p.bin >= $3 AND w.n < $5::int THEN 0 ELSE 1 END
     FROM walk w
     CROSS JOIN LATERAL (
-        SELECT date_bin($2::interval, o.bucket, TIMESTAMPTZ 'epoch') AS bin
-        FROM ohlc_1m o
+        SELECT {start_o} AS bin
+        FROM {tier} o
         WHERE o.symbol = $1 AND o.bucket < w.bin
         ORDER BY o.bucket DESC
         LIMIT 1) p
@@ -308,32 +450,95 @@ WITH RECURSIVE walk(bin, n, extra) AS (
 ), bounds AS (
     SELECT min(bin) AS first_bin, min(bin) FILTER (WHERE extra = 0) AS first_page_bin FROM walk
 ), candles AS (
-    SELECT date_bin($2::interval, o.bucket, TIMESTAMPTZ 'epoch') AS bucket,
-           (array_agg(o.open ORDER BY o.bucket))[1] AS open,
-           max(o.high) AS high,
-           min(o.low) AS low,
-           (array_agg(o.close ORDER BY o.bucket DESC))[1] AS close,
-           sum(o.volume) AS volume,
-           sum(o.trades)::int8 AS trades,
-           sum(o.turnover) AS turnover
-    FROM ohlc_1m o
-    WHERE o.symbol = $1 AND o.bucket >= (SELECT first_bin FROM bounds) AND o.bucket < $4
+    SELECT {start} AS bucket, {aggregates}
+    FROM {tier}
+    WHERE symbol = $1 AND bucket >= (SELECT first_bin FROM bounds) AND bucket < ({hi})
     GROUP BY 1
 ), windowed AS (
-    SELECT c.*,
-           CASE WHEN count(*) OVER w = 10 THEN avg(c.close) OVER w END AS sma10
+    SELECT c.*, CASE WHEN count(*) OVER w = 10 THEN avg(c.close) OVER w END AS sma10
     FROM candles c
     WINDOW w AS (ORDER BY c.bucket ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)
 )
-SELECT extract(epoch FROM bucket)::int8 AS epoch, open::float8 AS open, high::float8 AS high,
-       low::float8 AS low, close::float8 AS close,
-       volume::float8 AS volume, trades,
-       (CASE WHEN volume > 0 THEN turnover / volume ELSE close END)::float8 AS vwap,
-       sma10::float8 AS sma10
+SELECT {columns}
 FROM windowed
 WHERE bucket >= (SELECT first_page_bin FROM bounds)
-ORDER BY bucket
+ORDER BY bucket DESC
 """
+
+# The end of an ascending page: walks the non-empty buckets oldest first from $3 (one index probe each,
+# skipping a bucket that starts before $3) and returns the end of the $5-th, or NULL when there are fewer.
+_PAGE_END = """
+WITH RECURSIVE walk(probe, n, bin_end) AS (
+    SELECT $3::timestamptz, 0, NULL::timestamptz
+  UNION ALL
+    SELECT {end_p}, w.n + CASE WHEN p.bin >= $3 THEN 1 ELSE 0 END, {end_p}
+    FROM walk w
+    CROSS JOIN LATERAL (
+        SELECT {start_o} AS bin
+        FROM {tier} o
+        WHERE o.symbol = $1 AND o.bucket >= w.probe AND o.bucket < ({hi})
+        ORDER BY o.bucket
+        LIMIT 1) p
+    WHERE w.n < $5::int
+)
+SELECT bin_end FROM walk WHERE n = $5::int LIMIT 1
+"""
+
+
+def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
+    return template.format(
+        tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind), hi=_hi(kind),
+        aggregates=_AGGREGATES,
+        columns=_CANDLE_COLUMNS.format(end=f"extract(epoch FROM {_end('bucket', kind)})::int8", vwap=_VWAP))
+
+
+KINDS = ("fixed", "fixed_week", "subday", "day", "week", "month")
+# The stored candle tables a longer interval is derived from (migration 0004): minutes, UTC hours, UTC days.
+TIERS = ("ohlc_1m", "ohlc_1h", "ohlc_1d")
+CANDLES_RECENT_BINS_SQL = {(tier, kind): _derived(_RECENT_BINS, kind, tier) for tier in TIERS for kind in RECENT_BINS_KINDS}
+CANDLES_DERIVED_SQL = {(tier, kind): _derived(_WALK, kind, tier) for tier in TIERS for kind in KINDS}
+CANDLES_PAGE_END_SQL = {(tier, kind): _derived(_PAGE_END, kind, tier) for tier in TIERS for kind in KINDS}
+# How many of the common parameters ($1..$7) each derived statement takes: sub-day buckets need no n.
+ARITY = {sql: max(int(number) for number in re.findall(r"\$(\d+)", sql))
+         for sql in (*CANDLES_RECENT_BINS_SQL.values(), *CANDLES_DERIVED_SQL.values(), *CANDLES_PAGE_END_SQL.values())}
+# numbers=string: the same statements with the stored decimals as text instead of doubles.
+_DECIMAL_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "quote_volume", "taker_buy_volume",
+                    "taker_buy_quote_volume")
+
+
+def _as_text(sql: str) -> str:
+    for name in _DECIMAL_COLUMNS:
+        sql = sql.replace(f"::float8 AS {name},", f"::text AS {name},").replace(f"::float8 AS {name}\n",
+                                                                                f"::text AS {name}\n")
+    return sql
+
+
+DECIMAL_SQL = {sql: _as_text(sql) for sql in (CANDLES_1M_SQL, *CANDLES_RECENT_BINS_SQL.values(),
+                                               *CANDLES_DERIVED_SQL.values())}
+ARITY.update({DECIMAL_SQL[sql]: arity for sql, arity in ARITY.items() if sql in DECIMAL_SQL})
+
+
+def candle_tier(interval: Interval, zone: TimeZone) -> str:
+    """The coarsest stored tier whose buckets each fall inside one bucket of the interval in the zone: UTC days
+    for day, week and month intervals in UTC; UTC hours for whole hours and calendar intervals in zones whose
+    offsets are whole hours (local midnights are then UTC hours); minutes otherwise (e.g. Asia/Kolkata, +05:30)."""
+    minutes = interval.minutes
+    if minutes is not None and minutes % 60:
+        return "ohlc_1m"
+    if interval.unit in "dwM" and zone.name == "UTC":
+        return "ohlc_1d"
+    return "ohlc_1h" if whole_hour_offsets(zone) else "ohlc_1m"
+
+
+TIER_MINUTES = {"ohlc_1m": 1, "ohlc_1h": 60, "ohlc_1d": 24 * 60}
+
+
+def rows_per_bucket(interval: Interval, kind: str, tier: str) -> int | None:
+    """How many rows of the tier a bucket holds at most, for the fixed-length kinds; None for the others."""
+    if kind not in RECENT_BINS_KINDS:
+        return None
+    minutes = interval.minutes or (interval.n * DAY_MINUTES * (7 if interval.unit == "w" else 1))
+    return minutes // TIER_MINUTES[tier]
 
 
 # --- rows to protos ----------------------------------------------------------------------------------------
@@ -341,15 +546,83 @@ ORDER BY bucket
 # or microseconds for ticks) and the rows are unpacked positionally into messages added in place; building
 # Timestamps with FromDatetime and copying messages into the repeated field cost about 10 times more.
 
-def add_candles(out: Any, symbol: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Appends candle rows (epoch, open, high, low, close, volume, trades, vwap, sma10) to a repeated field."""
+def add_decimal_candles(out: Any, symbol: str, rows: Sequence[Sequence[Any]], now: float) -> None:
+    """add_candles for rows of DECIMAL_SQL (decimals as text): the doubles are the texts rounded, and each
+    candle carries the texts in `decimals`."""
     add = out.add
-    for epoch, open_, high, low, close, volume, trades, vwap, sma10 in rows:
-        candle = add(symbol=symbol, open=open_, high=high, low=low, close=close, volume=volume, trades=trades,
-                     vwap=vwap)
+    for (epoch, end_epoch, open_, high, low, close, volume, trades, vwap, sma10, quote_volume, taker_buy_volume,
+         taker_buy_quote_volume) in rows:
+        candle = add(symbol=symbol, open=float(open_), high=float(high), low=float(low), close=float(close),
+                     volume=float(volume), trades=trades, vwap=float(vwap), quote_volume=float(quote_volume),
+                     taker_buy_volume=float(taker_buy_volume), taker_buy_quote_volume=float(taker_buy_quote_volume),
+                     closed=end_epoch <= now)
+        candle.decimals.open, candle.decimals.high, candle.decimals.low, candle.decimals.close = (
+            open_, high, low, close)
+        candle.decimals.volume, candle.decimals.quote_volume, candle.decimals.vwap = volume, quote_volume, vwap
+        candle.decimals.taker_buy_volume = taker_buy_volume
+        candle.decimals.taker_buy_quote_volume = taker_buy_quote_volume
         candle.time.seconds = epoch
+        candle.close_time.seconds = end_epoch
         if sma10 is not None:
             candle.sma10 = sma10
+
+
+def add_candles(out: Any, symbol: str, rows: Sequence[Sequence[Any]], now: float) -> None:
+    """Appends candle rows (epoch, end_epoch, open, high, low, close, volume, trades, vwap, sma10, quote_volume,
+    taker_buy_volume, taker_buy_quote_volume) to a repeated field; a candle whose end is past `now` (epoch
+    seconds) is closed."""
+    add = out.add
+    for (epoch, end_epoch, open_, high, low, close, volume, trades, vwap, sma10, quote_volume, taker_buy_volume,
+         taker_buy_quote_volume) in rows:
+        candle = add(symbol=symbol, open=open_, high=high, low=low, close=close, volume=volume, trades=trades,
+                     vwap=vwap, quote_volume=quote_volume, taker_buy_volume=taker_buy_volume,
+                     taker_buy_quote_volume=taker_buy_quote_volume, closed=end_epoch <= now)
+        candle.time.seconds = epoch
+        candle.close_time.seconds = end_epoch
+        if sma10 is not None:
+            candle.sma10 = sma10
+
+
+class TooManyRows(ValueError):
+    """fill would make the page longer than allowed."""
+
+
+def fill_gaps(candles: Any, q: HistoryQuery, max_rows: int) -> None:
+    """Inserts a candle for each interval without trades between the candles of the page (fill=null: no
+    prices; fill=prev: flat at the previous close). Buckets tile time, so a gap starts at a candle's close_time."""
+    now = time.time()
+    real = []
+    for candle in candles:
+        kept = market_pb2.Candle()
+        kept.CopyFrom(candle)
+        real.append(kept)
+    del candles[:]
+    previous = None
+    count = 0
+    for candle in real:
+        if previous is not None:
+            start = previous.close_time.ToDatetime(tzinfo=UTC)
+            following = candle.time.ToDatetime(tzinfo=UTC)
+            while start < following:
+                end = bucket_end(start, q.interval, q.time_zone)
+                count += 1
+                if count + len(real) > max_rows:
+                    raise TooManyRows(f"filling the gaps would return more than {max_rows} candles: "
+                                      "ask a smaller limit or a narrower range")
+                empty = candles.add(symbol=q.symbol, closed=end.timestamp() <= now)
+                empty.time.FromDatetime(start)
+                empty.close_time.FromDatetime(end)
+                if q.fill == "prev":
+                    empty.open = empty.high = empty.low = empty.close = empty.vwap = previous.close
+                    if previous.HasField("decimals"):
+                        flat = previous.decimals.close
+                        empty.decimals.open = empty.decimals.high = empty.decimals.low = flat
+                        empty.decimals.close = empty.decimals.vwap = flat
+                        empty.decimals.volume = empty.decimals.quote_volume = "0"
+                        empty.decimals.taker_buy_volume = empty.decimals.taker_buy_quote_volume = "0"
+                start = end
+        candles.append(candle)
+        previous = candle
 
 
 def add_metrics(out: Any, symbol: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -359,12 +632,6 @@ def add_metrics(out: Any, symbol: str, rows: Sequence[Sequence[Any]]) -> None:
         metrics = add(symbol=symbol, min=min_, max=max_, avg=avg, vwap=vwap, volume=volume, last=last,
                       trades=trades)
         metrics.time.seconds = epoch
-
-
-def set_time_micros(stamp: Timestamp, micros: int) -> None:
-    seconds, micro = divmod(micros, 1_000_000)
-    stamp.seconds = seconds
-    stamp.nanos = micro * 1000
 
 
 def add_ticks(out: Any, symbol: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -399,6 +666,7 @@ class History:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.hour_cache = HourCache()
 
     async def _fetch(self, sql: str, *args: object, deadline: float | None) -> list[asyncpg.Record]:
         conn = await self.pool.acquire(timeout=remaining(deadline))
@@ -442,6 +710,10 @@ class History:
             candle.open, candle.high, candle.low, candle.close = (row["o_open"], row["o_high"], row["o_low"],
                                                                   row["o_close"])
             candle.volume, candle.trades, candle.vwap = row["o_volume"], row["o_trades"], row["o_vwap"]
+            candle.quote_volume, candle.taker_buy_volume, candle.taker_buy_quote_volume = (
+                row["o_quote_volume"], row["o_taker_buy_volume"], row["o_taker_buy_quote_volume"])
+            candle.close_time.seconds = row["o_epoch"] + 60
+            candle.closed = candle.close_time.seconds <= time.time()
             if row["o_sma10"] is not None:
                 candle.sma10 = row["o_sma10"]
         if row["m_epoch"] is not None:
@@ -453,28 +725,92 @@ class History:
             metrics.volume, metrics.last, metrics.trades = row["m_volume"], row["m_last"], row["m_trades"]
         return response
 
-    async def history(self, q: HistoryQuery, deadline: float | None) -> query_pb2.GetHistoryResponse:
-        response = query_pb2.GetHistoryResponse(symbol=q.symbol, view=q.view)
-        symbol = q.symbol
-        if q.view == "ticks":
-            rows = await self._fetch(TICKS_SQL, symbol, q.start, q.end, q.limit, deadline=deadline)
-            add_ticks(response.ticks, symbol, rows[::-1])
-        elif q.view == "metrics1m":
-            rows = await self._fetch(METRICS_SQL, symbol, q.start, q.end, q.limit, deadline=deadline)
-            add_metrics(response.metrics, symbol, rows[::-1])
-        else:
-            response.interval = q.interval
-            if q.interval == "1m":
-                rows = (await self._fetch(CANDLES_1M_SQL, symbol, q.start, q.end, q.limit, deadline=deadline))[::-1]
-            elif q.interval in RECENT_BINS_INTERVALS:
-                step = INTERVALS[q.interval]
-                rows = (await self._fetch(CANDLES_RECENT_BINS_SQL, symbol, step, ceil_to(q.start, step),
-                                          ceil_to(q.end, step), q.limit, deadline=deadline))[::-1]
-            else:
-                step = INTERVALS[q.interval]
-                rows = await self._fetch(CANDLES_DERIVED_SQL, symbol, step, ceil_to(q.start, step),
-                                         ceil_to(q.end, step), q.limit, deadline=deadline)
-            add_candles(response.candles, symbol, rows)
-        if not rows and not await self.symbol_exists(symbol, deadline):
-            raise SymbolNotFound([symbol])
+    async def ticker(self, symbols: Sequence[str], window_size: str, length: timedelta,
+                     deadline: float | None) -> query_pb2.GetTickerResponse:
+        """Rolling-window statistics of the symbols (all active ones when none are named)."""
+        window = Window.ending(now_utc(), length)
+        conn = await self.pool.acquire(timeout=remaining(deadline))
+        try:
+            rows = await conn.fetch(TICKER_SQL, list(symbols), *window_arguments(window), timeout=remaining(deadline))
+            hours = window.hours()
+            listed = list(dict.fromkeys(row["symbol"] for row in rows))
+            missing = self.hour_cache.missing(listed, hours) if hours else []
+            if missing:
+                await self.hour_cache.load(conn, missing, hours[0], hours[-1] + 3600 * 1_000_000, remaining(deadline))
+        finally:
+            await self.pool.release(conn, timeout=RELEASE_TIMEOUT_SECONDS)
+        if symbols and len(listed) < len(symbols):
+            raise SymbolNotFound([s for s in symbols if s not in set(listed)])
+        response = query_pb2.GetTickerResponse()
+        build_tickers(response.items, window_size, window, rows, self.hour_cache)
         return response
+
+    async def history(self, q: HistoryQuery, deadline: float | None,
+                      max_rows: int = 5000) -> query_pb2.GetHistoryResponse:
+        response = query_pb2.GetHistoryResponse(symbol=q.symbol, view=q.view, time_zone=q.time_zone.name)
+        if q.view == "ticks":
+            rows = await self._ticks(q, deadline)
+            add_ticks(response.ticks, q.symbol, rows)
+            if len(rows) == q.limit:
+                edge = rows[-1] if q.order == "asc" else rows[0]
+                moment = _from_micros(edge[1])
+                # asc: the smallest key after the last tick; desc: the first tick itself, exclusive.
+                response.next_page_token = encode_page_token(q, moment, edge[0] + "\x01" if q.order == "asc"
+                                                             else edge[0])
+        elif q.view == "metrics1m":
+            sql = METRICS_ASC_SQL if q.order == "asc" else METRICS_SQL
+            rows = await self._fetch(sql, q.symbol, q.start, q.end, q.limit, deadline=deadline)
+            rows = rows if q.order == "asc" else rows[::-1]
+            add_metrics(response.metrics, q.symbol, rows)
+            if len(rows) == q.limit:
+                edge_epoch = rows[-1][0] + 60 if q.order == "asc" else rows[0][0]
+                response.next_page_token = encode_page_token(q, EPOCH + timedelta(seconds=edge_epoch))
+        else:
+            response.interval = q.interval.text
+            rows = await self._candles(q, deadline)
+            (add_decimal_candles if q.numbers == "string" else add_candles)(response.candles, q.symbol, rows,
+                                                                           time.time())
+            if q.fill != "none":
+                fill_gaps(response.candles, q, max_rows)
+            if len(rows) == q.limit:
+                edge_epoch = rows[-1][1] if q.order == "asc" else rows[0][0]
+                response.next_page_token = encode_page_token(q, EPOCH + timedelta(seconds=edge_epoch))
+        if not rows and not await self.symbol_exists(q.symbol, deadline):
+            raise SymbolNotFound([q.symbol])
+        return response
+
+    async def _ticks(self, q: HistoryQuery, deadline: float | None) -> list[asyncpg.Record]:
+        """The page's ticks, oldest first."""
+        args = (q.symbol, q.start, q.start_id, q.end, q.end_id, q.limit)
+        if q.order == "asc":
+            return await self._fetch(TICKS_ASC_SQL, *args, deadline=deadline)
+        return (await self._fetch(TICKS_SQL, *args, deadline=deadline))[::-1]
+
+    async def _candles(self, q: HistoryQuery, deadline: float | None) -> list[asyncpg.Record]:
+        """The page's candles, oldest first. An ascending page is read as the descending page that ends where
+        the ascending one does."""
+        interval, end = q.interval, q.end
+        if interval.text == "1m":
+            if q.order == "asc":
+                page_end = await self._fetch(CANDLES_1M_PAGE_END_SQL, q.symbol, q.start, q.end, q.limit,
+                                             deadline=deadline)
+                end = page_end[0][0] if page_end else q.end
+            sql = DECIMAL_SQL[CANDLES_1M_SQL] if q.numbers == "string" else CANDLES_1M_SQL
+            return (await self._fetch(sql, q.symbol, q.start, end, q.limit, deadline=deadline))[::-1]
+        kind = interval.sql_kind(q.time_zone)
+        tier = candle_tier(interval, q.time_zone)
+        args = (q.symbol, interval.step, q.start, end, q.limit, q.time_zone.sql_name, interval.n)
+        if q.order == "asc":
+            page_end_sql = CANDLES_PAGE_END_SQL[tier, kind]
+            page_end = await self._fetch(page_end_sql, *args[:ARITY[page_end_sql]], deadline=deadline)
+            if page_end and page_end[0][0] is not None:
+                args = (*args[:3], page_end[0][0], *args[4:])
+        rows = rows_per_bucket(interval, kind, tier)
+        if rows is not None and rows <= RECENT_BINS_MAX_ROWS[tier]:
+            sql = CANDLES_RECENT_BINS_SQL[tier, kind]
+            args = (*args[:6], rows)
+        else:
+            sql = CANDLES_DERIVED_SQL[tier, kind]
+        if q.numbers == "string":
+            sql = DECIMAL_SQL[sql]
+        return (await self._fetch(sql, *args[:ARITY[sql]], deadline=deadline))[::-1]

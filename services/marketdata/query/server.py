@@ -36,22 +36,27 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 async def serve(settings: Settings) -> None:
     dsn = settings.require_database_url()
     required_version = latest_version(migrations_directory(settings.migrations_dir))
+    # jit off: the bucket walks and the 100-symbol ticker have high cost estimates, and compiling them
+    # (20-30 ms) costs more than running them (a few ms).
     # The application name lets an operator (and the tests) find this service's queries in pg_stat_activity.
-    pool = await create_pool(dsn, max_size=settings.db_pool_size, reset=keep_session,
-                             server_settings={"application_name": APPLICATION_NAME, "work_mem": WORK_MEM})
+    pool = await create_pool(dsn, max_size=settings.pool_size_for("query"), application_name=APPLICATION_NAME,
+                             reset=keep_session, server_settings={"work_mem": WORK_MEM, "jit": "off"})
     nats = NatsConnection(settings.nats_url, "query")
     nats.start()
     hub = LiveHub(nats, settings)
 
     host = GrpcServiceHost(settings=settings, port=settings.query_port, port_setting="QUERY_PORT")
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(settings, History(pool), hub), host.server)
+    history = History(pool)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(settings, history, hub), host.server)
+    host.add_background(history.hour_cache.refresh_forever(pool), "ticker-hour-cache")
     host.add_service(SERVICE_NAME)
     host.add_dependency("postgres", SchemaCheck(pool, required_version))
 
     async def nats_connected() -> bool:
         return nats.is_connected
 
-    host.add_dependency("nats", nats_connected)
+    # History needs only PostgreSQL: without NATS the query stays ready and WatchTicks answers UNAVAILABLE.
+    host.add_dependency("nats", nats_connected, required=False)
 
     async def end_streams_on_shutdown() -> None:
         # WatchTicks streams never end by themselves: end them as soon as shutdown starts, so the drain

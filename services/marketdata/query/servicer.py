@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import NoReturn, TypeVar
 
 import asyncpg
 import grpc
 
+from marketdata.common import rules
 from marketdata.common.config import Settings
 from marketdata.common.database import CONNECTION_ERRORS
 from marketdata.common.errors import FieldViolations
-from marketdata.query.history import History, SymbolNotFound, parse_history_request, symbol_problem
+from marketdata.query.history import History, SymbolNotFound, TooManyRows, parse_history_request, symbol_problem
 from marketdata.query.live import MAX_WATCH_SYMBOLS, LiveHub, UnavailableError
+from marketdata.query.ticker import (
+    DEFAULT_WINDOW,
+    MAX_TICKER_SYMBOLS,
+    PUSH_SECONDS,
+    WINDOW_RULE,
+    TickerFeed,
+    parse_window,
+)
 from marketdata.v1 import query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -40,6 +50,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self.settings = settings
         self.history = history
         self.hub = hub
+        self.ticker_feed = TickerFeed(lambda symbols, window_size, length: history.ticker(
+            symbols, window_size, length, None))
         self._unavailable_logged = -UNAVAILABLE_LOG_INTERVAL_SECONDS
 
     async def _run(self, context: grpc.aio.ServicerContext, call: Callable[[float | None], Awaitable[T]]) -> T:
@@ -78,19 +90,77 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     async def GetLatest(self, request: query_pb2.GetLatestRequest,
                         context: grpc.aio.ServicerContext) -> query_pb2.GetLatestResponse:
-        problem = symbol_problem(request.symbol)
-        if problem:
-            violations = FieldViolations()
-            violations.add("symbol", problem)
-            await violations.abort_if_any(context)
+        await rules.check(request).abort_if_any(context)
         return await self._run(context, lambda deadline: self.history.latest(request.symbol, deadline))
 
     async def GetHistory(self, request: query_pb2.GetHistoryRequest,
                          context: grpc.aio.ServicerContext) -> query_pb2.GetHistoryResponse:
         query, violations = parse_history_request(request, self.settings.query_max_limit)
-        await violations.abort_if_any(context)
+        await rules.check(request, also=violations).abort_if_any(context)
         assert query is not None
-        return await self._run(context, lambda deadline: self.history.history(query, deadline))
+        try:
+            return await self._run(context, lambda deadline: self.history.history(
+                query, deadline, self.settings.query_max_limit))
+        except TooManyRows as exc:
+            violations.add("fill", str(exc))
+            await violations.abort_if_any(context)
+            raise
+
+    @staticmethod
+    def _ticker_arguments(fields: Sequence[str], window_size: str) -> tuple[list[str], str, timedelta | None,
+                                                                               FieldViolations]:
+        """The symbols (also comma-separated), the window and its length, and what is wrong with them."""
+        violations = FieldViolations()
+        symbols = list(dict.fromkeys(part.strip() for value in fields for part in value.split(",") if part.strip()))
+        if len(symbols) > MAX_TICKER_SYMBOLS:
+            violations.add("symbol", f"at most {MAX_TICKER_SYMBOLS} symbols per request")
+        for index, symbol in enumerate(symbols[:MAX_TICKER_SYMBOLS]):
+            problem = symbol_problem(symbol)
+            if problem:
+                violations.add(f"symbol[{index}]", problem)
+        window_size = window_size or DEFAULT_WINDOW
+        length = parse_window(window_size)
+        if length is None:
+            violations.add("window_size", WINDOW_RULE)
+        return symbols, window_size, length, violations
+
+    async def GetTicker(self, request: query_pb2.GetTickerRequest,
+                        context: grpc.aio.ServicerContext) -> query_pb2.GetTickerResponse:
+        symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size)
+        await violations.abort_if_any(context)
+        assert length is not None
+        return await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
+
+    async def WatchTicker(self, request: query_pb2.WatchTickerRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.WatchTickerResponse]:
+        symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size)
+        if not symbols:
+            violations.add("symbol", "give at least one symbol")
+        elif len(symbols) > MAX_WATCH_SYMBOLS:
+            violations.add("symbol", f"at most {MAX_WATCH_SYMBOLS} symbols per stream")
+        await violations.abort_if_any(context)
+        assert length is not None
+        first = await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
+        try:
+            async with self.hub.watch(symbols) as queue:
+                await context.send_initial_metadata(())
+                yield query_pb2.WatchTickerResponse(items=first.items)
+                while True:
+                    item = await queue.get()
+                    if item is None:  # the server is shutting down
+                        return
+                    changed = {item[0]}
+                    await asyncio.sleep(PUSH_SECONDS)  # a second's trades in one message
+                    while len(queue):
+                        item = await queue.get()
+                        if item is None:
+                            return
+                        changed.add(item[0])
+                    items = await self._run(context, lambda _: self.ticker_feed.tickers(
+                        [s for s in symbols if s in changed], window_size, length))
+                    yield query_pb2.WatchTickerResponse(items=items)
+        except UnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def WatchTicks(self, request: query_pb2.WatchTicksRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.WatchTicksResponse]:
@@ -103,7 +173,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             problem = symbol_problem(symbol)
             if problem:
                 violations.add(f"symbols[{index}]", problem)
-        await violations.abort_if_any(context)
+        await rules.check(request, also=violations).abort_if_any(context)
         symbols = list(dict.fromkeys(request.symbols))
         unknown = await self._run(context, lambda deadline: self.history.unknown_symbols(symbols, deadline))
         if unknown:

@@ -22,24 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emarketdata/v1/aggregator.proto\x12\rmarketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xde\x01\n\x11GetStatusResponse\x12\x18\n\x10\x63onsumer_pending\x18\x01 \x01(\x04\x12\x13\n\x0b\x61\x63k_pending\x18\x02 \x01(\x04\x12\x34\n\x10last_commit_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ticks_per_second\x18\x04 \x01(\x01\x12\x15\n\rdead_lettered\x18\x05 \x01(\x04\x12\x17\n\x0fticks_committed\x18\x06 \x01(\x04\x12\x1a\n\x12\x64uplicates_skipped\x18\x07 \x01(\x04\"\x86\x01\n\x0eRebuildRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x33\n\tfrom_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x66rom\x12/\n\x07to_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02to\"A\n\x0fRebuildResponse\x12\x17\n\x0fminutes_rebuilt\x18\x01 \x01(\r\x12\x15\n\rticks_scanned\x18\x02 \x01(\x04\x32\xad\x01\n\x11\x41ggregatorService\x12N\n\tGetStatus\x12\x1f.marketdata.v1.GetStatusRequest\x1a .marketdata.v1.GetStatusResponse\x12H\n\x07Rebuild\x12\x1d.marketdata.v1.RebuildRequest\x1a\x1e.marketdata.v1.RebuildResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emarketdata/v1/aggregator.proto\x12\rmarketdata.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xde\x01\n\x11GetStatusResponse\x12\x18\n\x10\x63onsumer_pending\x18\x01 \x01(\x04\x12\x13\n\x0b\x61\x63k_pending\x18\x02 \x01(\x04\x12\x34\n\x10last_commit_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ticks_per_second\x18\x04 \x01(\x01\x12\x15\n\rdead_lettered\x18\x05 \x01(\x04\x12\x17\n\x0fticks_committed\x18\x06 \x01(\x04\x12\x1a\n\x12\x64uplicates_skipped\x18\x07 \x01(\x04\"\xbf\x01\n\x0eRebuildRequest\x12\x37\n\x06symbol\x18\x01 \x01(\tB\'\xbaH$r\"\x10\x02\x18\x14\x32\x1c^[A-Z0-9]+([._-][A-Z0-9]+)*$\x12;\n\tfrom_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x04\x66rom\x12\x37\n\x07to_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x02to\"A\n\x0fRebuildResponse\x12\x17\n\x0fminutes_rebuilt\x18\x01 \x01(\r\x12\x15\n\rticks_scanned\x18\x02 \x01(\x04\x32\xad\x01\n\x11\x41ggregatorService\x12N\n\tGetStatus\x12\x1f.marketdata.v1.GetStatusRequest\x1a .marketdata.v1.GetStatusResponse\x12H\n\x07Rebuild\x12\x1d.marketdata.v1.RebuildRequest\x1a\x1e.marketdata.v1.RebuildResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketdata.v1.aggregator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSTATUSREQUEST']._serialized_start=82
-  _globals['_GETSTATUSREQUEST']._serialized_end=100
-  _globals['_GETSTATUSRESPONSE']._serialized_start=103
-  _globals['_GETSTATUSRESPONSE']._serialized_end=325
-  _globals['_REBUILDREQUEST']._serialized_start=328
-  _globals['_REBUILDREQUEST']._serialized_end=462
-  _globals['_REBUILDRESPONSE']._serialized_start=464
-  _globals['_REBUILDRESPONSE']._serialized_end=529
-  _globals['_AGGREGATORSERVICE']._serialized_start=532
-  _globals['_AGGREGATORSERVICE']._serialized_end=705
+  _globals['_REBUILDREQUEST'].fields_by_name['symbol']._loaded_options = None
+  _globals['_REBUILDREQUEST'].fields_by_name['symbol']._serialized_options = b'\272H$r\"\020\002\030\0242\034^[A-Z0-9]+([._-][A-Z0-9]+)*$'
+  _globals['_REBUILDREQUEST'].fields_by_name['from_time']._loaded_options = None
+  _globals['_REBUILDREQUEST'].fields_by_name['from_time']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_REBUILDREQUEST'].fields_by_name['to_time']._loaded_options = None
+  _globals['_REBUILDREQUEST'].fields_by_name['to_time']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETSTATUSREQUEST']._serialized_start=111
+  _globals['_GETSTATUSREQUEST']._serialized_end=129
+  _globals['_GETSTATUSRESPONSE']._serialized_start=132
+  _globals['_GETSTATUSRESPONSE']._serialized_end=354
+  _globals['_REBUILDREQUEST']._serialized_start=357
+  _globals['_REBUILDREQUEST']._serialized_end=548
+  _globals['_REBUILDRESPONSE']._serialized_start=550
+  _globals['_REBUILDRESPONSE']._serialized_end=615
+  _globals['_AGGREGATORSERVICE']._serialized_start=618
+  _globals['_AGGREGATORSERVICE']._serialized_end=791
 # @@protoc_insertion_point(module_scope)

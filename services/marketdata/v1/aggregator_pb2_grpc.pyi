@@ -36,7 +36,9 @@ class AggregatorServiceStub:
     GetStatus: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.GetStatusRequest, _aggregator_pb2.GetStatusResponse]
     """Consumer lag, throughput and dead letters."""
     Rebuild: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.RebuildRequest, _aggregator_pb2.RebuildResponse]
-    """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history."""
+    """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
+    ohlc_1h and ohlc_1d of the hours and days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+    """
 
 @_typing.type_check_only
 class AggregatorServiceAsyncStub(AggregatorServiceStub):
@@ -46,7 +48,9 @@ class AggregatorServiceAsyncStub(AggregatorServiceStub):
     GetStatus: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.GetStatusRequest, _aggregator_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Consumer lag, throughput and dead letters."""
     Rebuild: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.RebuildRequest, _aggregator_pb2.RebuildResponse]  # type: ignore[assignment]
-    """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history."""
+    """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
+    ohlc_1h and ohlc_1d of the hours and days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+    """
 
 class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Administration of the aggregator, the JetStream consumer that writes ticks and rollups to PostgreSQL."""
@@ -65,6 +69,8 @@ class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _aggregator_pb2.RebuildRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_aggregator_pb2.RebuildResponse, _abc.Awaitable[_aggregator_pb2.RebuildResponse]]:
-        """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history."""
+        """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
+        ohlc_1h and ohlc_1d of the hours and days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+        """
 
 def add_AggregatorServiceServicer_to_server(servicer: AggregatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

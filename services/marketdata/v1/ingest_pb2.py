@@ -22,33 +22,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from marketdata.v1 import market_pb2 as marketdata_dot_v1_dot_market__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amarketdata/v1/ingest.proto\x12\rmarketdata.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1amarketdata/v1/market.proto\"9\n\x13PublishTicksRequest\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.marketdata.v1.Tick\"<\n\x14PublishTicksResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"8\n\x12StreamTicksRequest\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.marketdata.v1.Tick\"L\n\x13StreamTicksResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\r\"<\n\x14UpsertSymbolsRequest\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Symbol\")\n\x15UpsertSymbolsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r2\xe4\x02\n\rIngestService\x12z\n\x0cPublishTicks\x12\".marketdata.v1.PublishTicksRequest\x1a#.marketdata.v1.PublishTicksResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/webhooks/ticks:\x01*\x12V\n\x0bStreamTicks\x12!.marketdata.v1.StreamTicksRequest\x1a\".marketdata.v1.StreamTicksResponse(\x01\x12\x7f\n\rUpsertSymbols\x12#.marketdata.v1.UpsertSymbolsRequest\x1a$.marketdata.v1.UpsertSymbolsResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/webhooks/symbols:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amarketdata/v1/ingest.proto\x12\rmarketdata.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1amarketdata/v1/market.proto\"F\n\x13PublishTicksRequest\x12/\n\x05items\x18\x01 \x03(\x0b\x32\x13.marketdata.v1.TickB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\x90N\"<\n\x14PublishTicksResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"E\n\x12StreamTicksRequest\x12/\n\x05items\x18\x01 \x03(\x0b\x32\x13.marketdata.v1.TickB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\x90N\"L\n\x13StreamTicksResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\r\"I\n\x14UpsertSymbolsRequest\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.SymbolB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\")\n\x15UpsertSymbolsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\r2\xe4\x02\n\rIngestService\x12z\n\x0cPublishTicks\x12\".marketdata.v1.PublishTicksRequest\x1a#.marketdata.v1.PublishTicksResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/webhooks/ticks:\x01*\x12V\n\x0bStreamTicks\x12!.marketdata.v1.StreamTicksRequest\x1a\".marketdata.v1.StreamTicksResponse(\x01\x12\x7f\n\rUpsertSymbols\x12#.marketdata.v1.UpsertSymbolsRequest\x1a$.marketdata.v1.UpsertSymbolsResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/webhooks/symbols:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketdata.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PUBLISHTICKSREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_PUBLISHTICKSREQUEST'].fields_by_name['items']._serialized_options = b'\272H\010\222\001\005\010\001\020\220N'
+  _globals['_STREAMTICKSREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_STREAMTICKSREQUEST'].fields_by_name['items']._serialized_options = b'\272H\010\222\001\005\010\001\020\220N'
+  _globals['_UPSERTSYMBOLSREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_UPSERTSYMBOLSREQUEST'].fields_by_name['items']._serialized_options = b'\272H\010\222\001\005\010\001\020\350\007'
   _globals['_INGESTSERVICE'].methods_by_name['PublishTicks']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['PublishTicks']._serialized_options = b'\202\323\344\223\002\033\"\026/api/v1/webhooks/ticks:\001*'
   _globals['_INGESTSERVICE'].methods_by_name['UpsertSymbols']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['UpsertSymbols']._serialized_options = b'\202\323\344\223\002\035\"\030/api/v1/webhooks/symbols:\001*'
-  _globals['_PUBLISHTICKSREQUEST']._serialized_start=103
-  _globals['_PUBLISHTICKSREQUEST']._serialized_end=160
-  _globals['_PUBLISHTICKSRESPONSE']._serialized_start=162
-  _globals['_PUBLISHTICKSRESPONSE']._serialized_end=222
-  _globals['_STREAMTICKSREQUEST']._serialized_start=224
-  _globals['_STREAMTICKSREQUEST']._serialized_end=280
-  _globals['_STREAMTICKSRESPONSE']._serialized_start=282
-  _globals['_STREAMTICKSRESPONSE']._serialized_end=358
-  _globals['_UPSERTSYMBOLSREQUEST']._serialized_start=360
-  _globals['_UPSERTSYMBOLSREQUEST']._serialized_end=420
-  _globals['_UPSERTSYMBOLSRESPONSE']._serialized_start=422
-  _globals['_UPSERTSYMBOLSRESPONSE']._serialized_end=463
-  _globals['_INGESTSERVICE']._serialized_start=466
-  _globals['_INGESTSERVICE']._serialized_end=822
+  _globals['_PUBLISHTICKSREQUEST']._serialized_start=132
+  _globals['_PUBLISHTICKSREQUEST']._serialized_end=202
+  _globals['_PUBLISHTICKSRESPONSE']._serialized_start=204
+  _globals['_PUBLISHTICKSRESPONSE']._serialized_end=264
+  _globals['_STREAMTICKSREQUEST']._serialized_start=266
+  _globals['_STREAMTICKSREQUEST']._serialized_end=335
+  _globals['_STREAMTICKSRESPONSE']._serialized_start=337
+  _globals['_STREAMTICKSRESPONSE']._serialized_end=413
+  _globals['_UPSERTSYMBOLSREQUEST']._serialized_start=415
+  _globals['_UPSERTSYMBOLSREQUEST']._serialized_end=488
+  _globals['_UPSERTSYMBOLSRESPONSE']._serialized_start=490
+  _globals['_UPSERTSYMBOLSRESPONSE']._serialized_end=531
+  _globals['_INGESTSERVICE']._serialized_start=534
+  _globals['_INGESTSERVICE']._serialized_end=890
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from marketdata.v1 import market_pb2 as _market_pb2
 from google.protobuf.internal import containers as _containers

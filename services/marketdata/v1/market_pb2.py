@@ -22,24 +22,49 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amarketdata/v1/market.proto\x12\rmarketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x04Tick\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\x01\x12\x0c\n\x04size\x18\x03 \x01(\x01\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trade_id\x18\x05 \x01(\t\x12!\n\x04side\x18\x06 \x01(\x0e\x32\x13.marketdata.v1.Side\x12\x0e\n\x06source\x18\x07 \x01(\t\"E\n\x06Symbol\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\r\n\x05quote\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\"\xc6\x01\n\x06\x43\x61ndle\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\x12\x0b\n\x03low\x18\x05 \x01(\x01\x12\r\n\x05\x63lose\x18\x06 \x01(\x01\x12\x0e\n\x06volume\x18\x07 \x01(\x01\x12\x0e\n\x06trades\x18\x08 \x01(\x03\x12\x0c\n\x04vwap\x18\t \x01(\x01\x12\x12\n\x05sma10\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_sma10\"\xac\x01\n\rMinuteMetrics\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x0b\n\x03\x61vg\x18\x05 \x01(\x01\x12\x0c\n\x04vwap\x18\x06 \x01(\x01\x12\x0e\n\x06volume\x18\x07 \x01(\x01\x12\x0c\n\x04last\x18\x08 \x01(\x01\x12\x0e\n\x06trades\x18\t \x01(\x03*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amarketdata/v1/market.proto\x12\rmarketdata.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x02\n\x04Tick\x12\x37\n\x06symbol\x18\x01 \x01(\tB\'\xbaH$r\"\x10\x02\x18\x14\x32\x1c^[A-Z0-9]+([._-][A-Z0-9]+)*$\x12(\n\x05price\x18\x02 \x01(\x01\x42\x19\xbaH\x16\x12\x14\x19\x00\x00\x00\xa2\x94\x1amB)\x11\xea-\x81\x99\x97q=@\x01\x12\'\n\x04size\x18\x03 \x01(\x01\x42\x19\xbaH\x16\x12\x14\x19\x00\x00\x34&\xf5k\x0c\x43)\x00\x00\x00\x00\x00\x00\x00\x00@\x01\x12;\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\xbaH\x08\xb2\x01\x02\x32\x00\xc8\x01\x01\x12\x33\n\x08trade_id\x18\x05 \x01(\tB!\xbaH\x1er\x1c\x18@2\x18^[^\\x00-\\x1F\\x7F-\\x9F]*$\x12+\n\x04side\x18\x06 \x01(\x0e\x32\x13.marketdata.v1.SideB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x31\n\x06source\x18\x07 \x01(\tB!\xbaH\x1er\x1c\x18@2\x18^[^\\x00-\\x1F\\x7F-\\x9F]*$\"\xa0\x01\n\x06Symbol\x12\x37\n\x06symbol\x18\x01 \x01(\tB\'\xbaH$r\"\x10\x02\x18\x14\x32\x1c^[A-Z0-9]+([._-][A-Z0-9]+)*$\x12%\n\x04\x62\x61se\x18\x02 \x01(\tB\x17\xbaH\x14r\x12\x32\x10^[A-Z0-9]{1,12}$\x12&\n\x05quote\x18\x03 \x01(\tB\x17\xbaH\x14r\x12\x32\x10^[A-Z0-9]{1,12}$\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\"\xbf\x03\n\x06\x43\x61ndle\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\x04open\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04high\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03low\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05\x63lose\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x0e\n\x06volume\x18\x07 \x01(\x01\x12\x0e\n\x06trades\x18\x08 \x01(\r\x12\x0c\n\x04vwap\x18\t \x01(\x01\x12\x12\n\x05sma10\x18\n \x01(\x01H\x04\x88\x01\x01\x12\x14\n\x0cquote_volume\x18\x0b \x01(\x01\x12\x18\n\x10taker_buy_volume\x18\x0c \x01(\x01\x12\x1e\n\x16taker_buy_quote_volume\x18\r \x01(\x01\x12.\n\nclose_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63losed\x18\x0f \x01(\x08\x12/\n\x08\x64\x65\x63imals\x18\x10 \x01(\x0b\x32\x1d.marketdata.v1.CandleDecimalsB\x07\n\x05_openB\x07\n\x05_highB\x06\n\x04_lowB\x08\n\x06_closeB\x08\n\x06_sma10\"\xb6\x01\n\x0e\x43\x61ndleDecimals\x12\x0c\n\x04open\x18\x01 \x01(\t\x12\x0c\n\x04high\x18\x02 \x01(\t\x12\x0b\n\x03low\x18\x03 \x01(\t\x12\r\n\x05\x63lose\x18\x04 \x01(\t\x12\x0e\n\x06volume\x18\x05 \x01(\t\x12\x14\n\x0cquote_volume\x18\x06 \x01(\t\x12\x18\n\x10taker_buy_volume\x18\x07 \x01(\t\x12\x1e\n\x16taker_buy_quote_volume\x18\x08 \x01(\t\x12\x0c\n\x04vwap\x18\t \x01(\t\"\x87\x04\n\x06Ticker\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x13\n\x0bwindow_size\x18\x02 \x01(\t\x12-\n\topen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06trades\x18\x05 \x01(\r\x12\x11\n\x04last\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04open\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04high\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03low\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x13\n\x06\x63hange\x18\n \x01(\x01H\x04\x88\x01\x01\x12\x1b\n\x0e\x63hange_percent\x18\x0b \x01(\x01H\x05\x88\x01\x01\x12\x0e\n\x06volume\x18\x0c \x01(\x01\x12\x14\n\x0cquote_volume\x18\r \x01(\x01\x12\x11\n\x04vwap\x18\x0e \x01(\x01H\x06\x88\x01\x01\x12\x34\n\x10\x66irst_trade_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_trade_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_lastB\x07\n\x05_openB\x07\n\x05_highB\x06\n\x04_lowB\t\n\x07_changeB\x11\n\x0f_change_percentB\x07\n\x05_vwap\"\xac\x01\n\rMinuteMetrics\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x0b\n\x03\x61vg\x18\x05 \x01(\x01\x12\x0c\n\x04vwap\x18\x06 \x01(\x01\x12\x0e\n\x06volume\x18\x07 \x01(\x01\x12\x0c\n\x04last\x18\x08 \x01(\x01\x12\x0e\n\x06trades\x18\t \x01(\r*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketdata.v1.market_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIDE']._serialized_start=696
-  _globals['_SIDE']._serialized_end=753
-  _globals['_TICK']._serialized_start=79
-  _globals['_TICK']._serialized_end=247
-  _globals['_SYMBOL']._serialized_start=249
-  _globals['_SYMBOL']._serialized_end=318
-  _globals['_CANDLE']._serialized_start=321
-  _globals['_CANDLE']._serialized_end=519
-  _globals['_MINUTEMETRICS']._serialized_start=522
-  _globals['_MINUTEMETRICS']._serialized_end=694
+  _globals['_TICK'].fields_by_name['symbol']._loaded_options = None
+  _globals['_TICK'].fields_by_name['symbol']._serialized_options = b'\272H$r\"\020\002\030\0242\034^[A-Z0-9]+([._-][A-Z0-9]+)*$'
+  _globals['_TICK'].fields_by_name['price']._loaded_options = None
+  _globals['_TICK'].fields_by_name['price']._serialized_options = b'\272H\026\022\024\031\000\000\000\242\224\032mB)\021\352-\201\231\227q=@\001'
+  _globals['_TICK'].fields_by_name['size']._loaded_options = None
+  _globals['_TICK'].fields_by_name['size']._serialized_options = b'\272H\026\022\024\031\000\0004&\365k\014C)\000\000\000\000\000\000\000\000@\001'
+  _globals['_TICK'].fields_by_name['event_time']._loaded_options = None
+  _globals['_TICK'].fields_by_name['event_time']._serialized_options = b'\272H\010\262\001\0022\000\310\001\001'
+  _globals['_TICK'].fields_by_name['trade_id']._loaded_options = None
+  _globals['_TICK'].fields_by_name['trade_id']._serialized_options = b'\272H\036r\034\030@2\030^[^\\x00-\\x1F\\x7F-\\x9F]*$'
+  _globals['_TICK'].fields_by_name['side']._loaded_options = None
+  _globals['_TICK'].fields_by_name['side']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_TICK'].fields_by_name['source']._loaded_options = None
+  _globals['_TICK'].fields_by_name['source']._serialized_options = b'\272H\036r\034\030@2\030^[^\\x00-\\x1F\\x7F-\\x9F]*$'
+  _globals['_SYMBOL'].fields_by_name['symbol']._loaded_options = None
+  _globals['_SYMBOL'].fields_by_name['symbol']._serialized_options = b'\272H$r\"\020\002\030\0242\034^[A-Z0-9]+([._-][A-Z0-9]+)*$'
+  _globals['_SYMBOL'].fields_by_name['base']._loaded_options = None
+  _globals['_SYMBOL'].fields_by_name['base']._serialized_options = b'\272H\024r\0222\020^[A-Z0-9]{1,12}$'
+  _globals['_SYMBOL'].fields_by_name['quote']._loaded_options = None
+  _globals['_SYMBOL'].fields_by_name['quote']._serialized_options = b'\272H\024r\0222\020^[A-Z0-9]{1,12}$'
+  _globals['_SIDE']._serialized_start=1961
+  _globals['_SIDE']._serialized_end=2018
+  _globals['_TICK']._serialized_start=108
+  _globals['_TICK']._serialized_end=464
+  _globals['_SYMBOL']._serialized_start=467
+  _globals['_SYMBOL']._serialized_end=627
+  _globals['_CANDLE']._serialized_start=630
+  _globals['_CANDLE']._serialized_end=1077
+  _globals['_CANDLEDECIMALS']._serialized_start=1080
+  _globals['_CANDLEDECIMALS']._serialized_end=1262
+  _globals['_TICKER']._serialized_start=1265
+  _globals['_TICKER']._serialized_end=1784
+  _globals['_MINUTEMETRICS']._serialized_start=1787
+  _globals['_MINUTEMETRICS']._serialized_end=1959
 # @@protoc_insertion_point(module_scope)

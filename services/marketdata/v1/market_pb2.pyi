@@ -1,5 +1,6 @@
 import datetime
 
+from buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -49,7 +50,7 @@ class Symbol(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., base: _Optional[str] = ..., quote: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class Candle(_message.Message):
-    __slots__ = ("symbol", "time", "open", "high", "low", "close", "volume", "trades", "vwap", "sma10")
+    __slots__ = ("symbol", "time", "open", "high", "low", "close", "volume", "trades", "vwap", "sma10", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "close_time", "closed", "decimals")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +61,12 @@ class Candle(_message.Message):
     TRADES_FIELD_NUMBER: _ClassVar[int]
     VWAP_FIELD_NUMBER: _ClassVar[int]
     SMA10_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TAKER_BUY_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TAKER_BUY_QUOTE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    DECIMALS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     time: _timestamp_pb2.Timestamp
     open: float
@@ -70,7 +77,71 @@ class Candle(_message.Message):
     trades: int
     vwap: float
     sma10: float
-    def __init__(self, symbol: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[float] = ..., high: _Optional[float] = ..., low: _Optional[float] = ..., close: _Optional[float] = ..., volume: _Optional[float] = ..., trades: _Optional[int] = ..., vwap: _Optional[float] = ..., sma10: _Optional[float] = ...) -> None: ...
+    quote_volume: float
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    close_time: _timestamp_pb2.Timestamp
+    closed: bool
+    decimals: CandleDecimals
+    def __init__(self, symbol: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[float] = ..., high: _Optional[float] = ..., low: _Optional[float] = ..., close: _Optional[float] = ..., volume: _Optional[float] = ..., trades: _Optional[int] = ..., vwap: _Optional[float] = ..., sma10: _Optional[float] = ..., quote_volume: _Optional[float] = ..., taker_buy_volume: _Optional[float] = ..., taker_buy_quote_volume: _Optional[float] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed: _Optional[bool] = ..., decimals: _Optional[_Union[CandleDecimals, _Mapping]] = ...) -> None: ...
+
+class CandleDecimals(_message.Message):
+    __slots__ = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "vwap")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TAKER_BUY_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TAKER_BUY_QUOTE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    VWAP_FIELD_NUMBER: _ClassVar[int]
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    taker_buy_volume: str
+    taker_buy_quote_volume: str
+    vwap: str
+    def __init__(self, open: _Optional[str] = ..., high: _Optional[str] = ..., low: _Optional[str] = ..., close: _Optional[str] = ..., volume: _Optional[str] = ..., quote_volume: _Optional[str] = ..., taker_buy_volume: _Optional[str] = ..., taker_buy_quote_volume: _Optional[str] = ..., vwap: _Optional[str] = ...) -> None: ...
+
+class Ticker(_message.Message):
+    __slots__ = ("symbol", "window_size", "open_time", "close_time", "trades", "last", "open", "high", "low", "change", "change_percent", "volume", "quote_volume", "vwap", "first_trade_time", "last_trade_time")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    VWAP_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TRADE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_TRADE_TIME_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    window_size: str
+    open_time: _timestamp_pb2.Timestamp
+    close_time: _timestamp_pb2.Timestamp
+    trades: int
+    last: float
+    open: float
+    high: float
+    low: float
+    change: float
+    change_percent: float
+    volume: float
+    quote_volume: float
+    vwap: float
+    first_trade_time: _timestamp_pb2.Timestamp
+    last_trade_time: _timestamp_pb2.Timestamp
+    def __init__(self, symbol: _Optional[str] = ..., window_size: _Optional[str] = ..., open_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trades: _Optional[int] = ..., last: _Optional[float] = ..., open: _Optional[float] = ..., high: _Optional[float] = ..., low: _Optional[float] = ..., change: _Optional[float] = ..., change_percent: _Optional[float] = ..., volume: _Optional[float] = ..., quote_volume: _Optional[float] = ..., vwap: _Optional[float] = ..., first_trade_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_trade_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class MinuteMetrics(_message.Message):
     __slots__ = ("symbol", "time", "min", "max", "avg", "vwap", "volume", "last", "trades")

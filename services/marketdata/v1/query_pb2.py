@@ -22,41 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from marketdata.v1 import events_pb2 as marketdata_dot_v1_dot_events__pb2
 from marketdata.v1 import market_pb2 as marketdata_dot_v1_dot_market__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19marketdata/v1/query.proto\x12\rmarketdata.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amarketdata/v1/events.proto\x1a\x1amarketdata/v1/market.proto\"4\n\x12ListSymbolsRequest\x12\x13\n\x06\x61\x63tive\x18\x01 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_active\";\n\x13ListSymbolsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Symbol\"\"\n\x10GetLatestRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"\xa1\x01\n\x11GetLatestResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12&\n\tlast_tick\x18\x02 \x01(\x0b\x32\x13.marketdata.v1.Tick\x12%\n\x06\x63\x61ndle\x18\x03 \x01(\x0b\x32\x15.marketdata.v1.Candle\x12-\n\x07metrics\x18\x04 \x01(\x0b\x32\x1c.marketdata.v1.MinuteMetrics\"\xb8\x01\n\x11GetHistoryRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x10\n\x08interval\x18\x03 \x01(\t\x12\x33\n\tfrom_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x66rom\x12/\n\x07to_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02to\x12\r\n\x05limit\x18\x06 \x01(\r\"\xbf\x01\n\x12GetHistoryResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x10\n\x08interval\x18\x03 \x01(\t\x12\"\n\x05ticks\x18\x04 \x03(\x0b\x32\x13.marketdata.v1.Tick\x12-\n\x07metrics\x18\x05 \x03(\x0b\x32\x1c.marketdata.v1.MinuteMetrics\x12&\n\x07\x63\x61ndles\x18\x06 \x03(\x0b\x32\x15.marketdata.v1.Candle\"$\n\x11WatchTicksRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"?\n\x12WatchTicksResponse\x12)\n\x06update\x18\x01 \x01(\x0b\x32\x19.marketdata.v1.LiveUpdate2\xc4\x03\n\x0cQueryService\x12m\n\x0bListSymbols\x12!.marketdata.v1.ListSymbolsRequest\x1a\".marketdata.v1.ListSymbolsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/symbols\x12u\n\tGetLatest\x12\x1f.marketdata.v1.GetLatestRequest\x1a .marketdata.v1.GetLatestResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/ticks/{symbol}/latest\x12y\n\nGetHistory\x12 .marketdata.v1.GetHistoryRequest\x1a!.marketdata.v1.GetHistoryResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/ticks/{symbol}/history\x12S\n\nWatchTicks\x12 .marketdata.v1.WatchTicksRequest\x1a!.marketdata.v1.WatchTicksResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19marketdata/v1/query.proto\x12\rmarketdata.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amarketdata/v1/events.proto\x1a\x1amarketdata/v1/market.proto\"4\n\x12ListSymbolsRequest\x12\x13\n\x06\x61\x63tive\x18\x01 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_active\";\n\x13ListSymbolsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Symbol\"K\n\x10GetLatestRequest\x12\x37\n\x06symbol\x18\x01 \x01(\tB\'\xbaH$r\"\x10\x02\x18\x14\x32\x1c^[A-Z0-9]+([._-][A-Z0-9]+)*$\"\xa1\x01\n\x11GetLatestResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12&\n\tlast_tick\x18\x02 \x01(\x0b\x32\x13.marketdata.v1.Tick\x12%\n\x06\x63\x61ndle\x18\x03 \x01(\x0b\x32\x15.marketdata.v1.Candle\x12-\n\x07metrics\x18\x04 \x01(\x0b\x32\x1c.marketdata.v1.MinuteMetrics\"\x93\x05\n\x11GetHistoryRequest\x12\x37\n\x06symbol\x18\x01 \x01(\tB\'\xbaH$r\"\x10\x02\x18\x14\x32\x1c^[A-Z0-9]+([._-][A-Z0-9]+)*$\x12/\n\x04view\x18\x02 \x01(\tB!\xbaH\x1er\x1cR\x00R\x05ticksR\tmetrics1mR\x06ohlc1m\x12\xe4\x01\n\x08interval\x18\x03 \x01(\tB\xd1\x01\xbaH\xcd\x01r\xca\x01\x32\xc7\x01^(|(1|2|3|4|5|6|8|9|10|12|15|16|18|20|24|30|32|36|40|45|48|60|72|80|90|96|120|144|160|180|240|288|360|480|720)m|(1|2|3|4|6|8|12)h|([1-9]|[12][0-9]|3[01])d|([1-9]|[1-4][0-9]|5[0-2])w|([1-9]|1[0-2])M)$\x12\x33\n\tfrom_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x66rom\x12/\n\x07to_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02to\x12\x17\n\x05limit\x18\x06 \x01(\rB\x08\xbaH\x05*\x03\x18\x88\'\x12\x1a\n\ttime_zone\x18\x07 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12!\n\x05order\x18\x08 \x01(\tB\x12\xbaH\x0fr\rR\x00R\x03\x61scR\x04\x64\x65sc\x12\x1c\n\npage_token\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\'\n\x04\x66ill\x18\n \x01(\tB\x19\xbaH\x16r\x14R\x00R\x04noneR\x04nullR\x04prev\x12(\n\x07numbers\x18\x0b \x01(\tB\x17\xbaH\x14r\x12R\x00R\x06numberR\x06string\"\xeb\x01\n\x12GetHistoryResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x10\n\x08interval\x18\x03 \x01(\t\x12\"\n\x05ticks\x18\x04 \x03(\x0b\x32\x13.marketdata.v1.Tick\x12-\n\x07metrics\x18\x05 \x03(\x0b\x32\x1c.marketdata.v1.MinuteMetrics\x12&\n\x07\x63\x61ndles\x18\x06 \x03(\x0b\x32\x15.marketdata.v1.Candle\x12\x17\n\x0fnext_page_token\x18\x07 \x01(\t\x12\x11\n\ttime_zone\x18\x08 \x01(\t\"\xc1\x01\n\x10GetTickerRequest\x12Y\n\x06symbol\x18\x01 \x03(\tBI\xbaHF\x92\x01\x43\x10\xe8\x07\">r<2:^[A-Z0-9]+([._-][A-Z0-9]+)*(,[A-Z0-9]+([._-][A-Z0-9]+)*)*$\x12R\n\x0bwindow_size\x18\x02 \x01(\tB=\xbaH:r826^(|([1-9]|[1-5][0-9])m|([1-9]|1[0-9]|2[0-3])h|[1-7]d)$\"9\n\x11GetTickerResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Ticker\"\xc2\x01\n\x12WatchTickerRequest\x12X\n\x06symbol\x18\x01 \x03(\tBH\xbaHE\x92\x01\x42\x10\x64\">r<2:^[A-Z0-9]+([._-][A-Z0-9]+)*(,[A-Z0-9]+([._-][A-Z0-9]+)*)*$\x12R\n\x0bwindow_size\x18\x02 \x01(\tB=\xbaH:r826^(|([1-9]|[1-5][0-9])m|([1-9]|1[0-9]|2[0-3])h|[1-7]d)$\";\n\x13WatchTickerResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Ticker\"V\n\x11WatchTicksRequest\x12\x41\n\x07symbols\x18\x01 \x03(\tB0\xbaH-\x92\x01*\x08\x01\x10\x64\"$r\"\x10\x02\x18\x14\x32\x1c^[A-Z0-9]+([._-][A-Z0-9]+)*$\"?\n\x12WatchTicksResponse\x12)\n\x06update\x18\x01 \x01(\x0b\x32\x19.marketdata.v1.LiveUpdate2\x89\x05\n\x0cQueryService\x12m\n\x0bListSymbols\x12!.marketdata.v1.ListSymbolsRequest\x1a\".marketdata.v1.ListSymbolsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/symbols\x12u\n\tGetLatest\x12\x1f.marketdata.v1.GetLatestRequest\x1a .marketdata.v1.GetLatestResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/ticks/{symbol}/latest\x12y\n\nGetHistory\x12 .marketdata.v1.GetHistoryRequest\x1a!.marketdata.v1.GetHistoryResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/ticks/{symbol}/history\x12k\n\tGetTicker\x12\x1f.marketdata.v1.GetTickerRequest\x1a .marketdata.v1.GetTickerResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/ticker/24hr\x12S\n\nWatchTicks\x12 .marketdata.v1.WatchTicksRequest\x1a!.marketdata.v1.WatchTicksResponse0\x01\x12V\n\x0bWatchTicker\x12!.marketdata.v1.WatchTickerRequest\x1a\".marketdata.v1.WatchTickerResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketdata.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETLATESTREQUEST'].fields_by_name['symbol']._loaded_options = None
+  _globals['_GETLATESTREQUEST'].fields_by_name['symbol']._serialized_options = b'\272H$r\"\020\002\030\0242\034^[A-Z0-9]+([._-][A-Z0-9]+)*$'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['symbol']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['symbol']._serialized_options = b'\272H$r\"\020\002\030\0242\034^[A-Z0-9]+([._-][A-Z0-9]+)*$'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['view']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['view']._serialized_options = b'\272H\036r\034R\000R\005ticksR\tmetrics1mR\006ohlc1m'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['interval']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['interval']._serialized_options = b'\272H\315\001r\312\0012\307\001^(|(1|2|3|4|5|6|8|9|10|12|15|16|18|20|24|30|32|36|40|45|48|60|72|80|90|96|120|144|160|180|240|288|360|480|720)m|(1|2|3|4|6|8|12)h|([1-9]|[12][0-9]|3[01])d|([1-9]|[1-4][0-9]|5[0-2])w|([1-9]|1[0-2])M)$'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['limit']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['limit']._serialized_options = b'\272H\005*\003\030\210\''
+  _globals['_GETHISTORYREQUEST'].fields_by_name['time_zone']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['time_zone']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['order']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['order']._serialized_options = b'\272H\017r\rR\000R\003ascR\004desc'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['fill']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['fill']._serialized_options = b'\272H\026r\024R\000R\004noneR\004nullR\004prev'
+  _globals['_GETHISTORYREQUEST'].fields_by_name['numbers']._loaded_options = None
+  _globals['_GETHISTORYREQUEST'].fields_by_name['numbers']._serialized_options = b'\272H\024r\022R\000R\006numberR\006string'
+  _globals['_GETTICKERREQUEST'].fields_by_name['symbol']._loaded_options = None
+  _globals['_GETTICKERREQUEST'].fields_by_name['symbol']._serialized_options = b'\272HF\222\001C\020\350\007\">r<2:^[A-Z0-9]+([._-][A-Z0-9]+)*(,[A-Z0-9]+([._-][A-Z0-9]+)*)*$'
+  _globals['_GETTICKERREQUEST'].fields_by_name['window_size']._loaded_options = None
+  _globals['_GETTICKERREQUEST'].fields_by_name['window_size']._serialized_options = b'\272H:r826^(|([1-9]|[1-5][0-9])m|([1-9]|1[0-9]|2[0-3])h|[1-7]d)$'
+  _globals['_WATCHTICKERREQUEST'].fields_by_name['symbol']._loaded_options = None
+  _globals['_WATCHTICKERREQUEST'].fields_by_name['symbol']._serialized_options = b'\272HE\222\001B\020d\">r<2:^[A-Z0-9]+([._-][A-Z0-9]+)*(,[A-Z0-9]+([._-][A-Z0-9]+)*)*$'
+  _globals['_WATCHTICKERREQUEST'].fields_by_name['window_size']._loaded_options = None
+  _globals['_WATCHTICKERREQUEST'].fields_by_name['window_size']._serialized_options = b'\272H:r826^(|([1-9]|[1-5][0-9])m|([1-9]|1[0-9]|2[0-3])h|[1-7]d)$'
+  _globals['_WATCHTICKSREQUEST'].fields_by_name['symbols']._loaded_options = None
+  _globals['_WATCHTICKSREQUEST'].fields_by_name['symbols']._serialized_options = b'\272H-\222\001*\010\001\020d\"$r\"\020\002\030\0242\034^[A-Z0-9]+([._-][A-Z0-9]+)*$'
   _globals['_QUERYSERVICE'].methods_by_name['ListSymbols']._loaded_options = None
   _globals['_QUERYSERVICE'].methods_by_name['ListSymbols']._serialized_options = b'\202\323\344\223\002\021\022\017/api/v1/symbols'
   _globals['_QUERYSERVICE'].methods_by_name['GetLatest']._loaded_options = None
   _globals['_QUERYSERVICE'].methods_by_name['GetLatest']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/ticks/{symbol}/latest'
   _globals['_QUERYSERVICE'].methods_by_name['GetHistory']._loaded_options = None
   _globals['_QUERYSERVICE'].methods_by_name['GetHistory']._serialized_options = b'\202\323\344\223\002 \022\036/api/v1/ticks/{symbol}/history'
-  _globals['_LISTSYMBOLSREQUEST']._serialized_start=163
-  _globals['_LISTSYMBOLSREQUEST']._serialized_end=215
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=217
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=276
-  _globals['_GETLATESTREQUEST']._serialized_start=278
-  _globals['_GETLATESTREQUEST']._serialized_end=312
-  _globals['_GETLATESTRESPONSE']._serialized_start=315
-  _globals['_GETLATESTRESPONSE']._serialized_end=476
-  _globals['_GETHISTORYREQUEST']._serialized_start=479
-  _globals['_GETHISTORYREQUEST']._serialized_end=663
-  _globals['_GETHISTORYRESPONSE']._serialized_start=666
-  _globals['_GETHISTORYRESPONSE']._serialized_end=857
-  _globals['_WATCHTICKSREQUEST']._serialized_start=859
-  _globals['_WATCHTICKSREQUEST']._serialized_end=895
-  _globals['_WATCHTICKSRESPONSE']._serialized_start=897
-  _globals['_WATCHTICKSRESPONSE']._serialized_end=960
-  _globals['_QUERYSERVICE']._serialized_start=963
-  _globals['_QUERYSERVICE']._serialized_end=1415
+  _globals['_QUERYSERVICE'].methods_by_name['GetTicker']._loaded_options = None
+  _globals['_QUERYSERVICE'].methods_by_name['GetTicker']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/ticker/24hr'
+  _globals['_LISTSYMBOLSREQUEST']._serialized_start=192
+  _globals['_LISTSYMBOLSREQUEST']._serialized_end=244
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=246
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=305
+  _globals['_GETLATESTREQUEST']._serialized_start=307
+  _globals['_GETLATESTREQUEST']._serialized_end=382
+  _globals['_GETLATESTRESPONSE']._serialized_start=385
+  _globals['_GETLATESTRESPONSE']._serialized_end=546
+  _globals['_GETHISTORYREQUEST']._serialized_start=549
+  _globals['_GETHISTORYREQUEST']._serialized_end=1208
+  _globals['_GETHISTORYRESPONSE']._serialized_start=1211
+  _globals['_GETHISTORYRESPONSE']._serialized_end=1446
+  _globals['_GETTICKERREQUEST']._serialized_start=1449
+  _globals['_GETTICKERREQUEST']._serialized_end=1642
+  _globals['_GETTICKERRESPONSE']._serialized_start=1644
+  _globals['_GETTICKERRESPONSE']._serialized_end=1701
+  _globals['_WATCHTICKERREQUEST']._serialized_start=1704
+  _globals['_WATCHTICKERREQUEST']._serialized_end=1898
+  _globals['_WATCHTICKERRESPONSE']._serialized_start=1900
+  _globals['_WATCHTICKERRESPONSE']._serialized_end=1959
+  _globals['_WATCHTICKSREQUEST']._serialized_start=1961
+  _globals['_WATCHTICKSREQUEST']._serialized_end=2047
+  _globals['_WATCHTICKSRESPONSE']._serialized_start=2049
+  _globals['_WATCHTICKSRESPONSE']._serialized_end=2112
+  _globals['_QUERYSERVICE']._serialized_start=2115
+  _globals['_QUERYSERVICE']._serialized_end=2764
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from marketdata.v1 import events_pb2 as _events_pb2
@@ -43,36 +44,78 @@ class GetLatestResponse(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., last_tick: _Optional[_Union[_market_pb2.Tick, _Mapping]] = ..., candle: _Optional[_Union[_market_pb2.Candle, _Mapping]] = ..., metrics: _Optional[_Union[_market_pb2.MinuteMetrics, _Mapping]] = ...) -> None: ...
 
 class GetHistoryRequest(_message.Message):
-    __slots__ = ("symbol", "view", "interval", "from_time", "to_time", "limit")
+    __slots__ = ("symbol", "view", "interval", "from_time", "to_time", "limit", "time_zone", "order", "page_token", "fill", "numbers")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     FROM_TIME_FIELD_NUMBER: _ClassVar[int]
     TO_TIME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILL_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     view: str
     interval: str
     from_time: _timestamp_pb2.Timestamp
     to_time: _timestamp_pb2.Timestamp
     limit: int
-    def __init__(self, symbol: _Optional[str] = ..., view: _Optional[str] = ..., interval: _Optional[str] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    time_zone: str
+    order: str
+    page_token: str
+    fill: str
+    numbers: str
+    def __init__(self, symbol: _Optional[str] = ..., view: _Optional[str] = ..., interval: _Optional[str] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., time_zone: _Optional[str] = ..., order: _Optional[str] = ..., page_token: _Optional[str] = ..., fill: _Optional[str] = ..., numbers: _Optional[str] = ...) -> None: ...
 
 class GetHistoryResponse(_message.Message):
-    __slots__ = ("symbol", "view", "interval", "ticks", "metrics", "candles")
+    __slots__ = ("symbol", "view", "interval", "ticks", "metrics", "candles", "next_page_token", "time_zone")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     TICKS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CANDLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     view: str
     interval: str
     ticks: _containers.RepeatedCompositeFieldContainer[_market_pb2.Tick]
     metrics: _containers.RepeatedCompositeFieldContainer[_market_pb2.MinuteMetrics]
     candles: _containers.RepeatedCompositeFieldContainer[_market_pb2.Candle]
-    def __init__(self, symbol: _Optional[str] = ..., view: _Optional[str] = ..., interval: _Optional[str] = ..., ticks: _Optional[_Iterable[_Union[_market_pb2.Tick, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[_market_pb2.MinuteMetrics, _Mapping]]] = ..., candles: _Optional[_Iterable[_Union[_market_pb2.Candle, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    time_zone: str
+    def __init__(self, symbol: _Optional[str] = ..., view: _Optional[str] = ..., interval: _Optional[str] = ..., ticks: _Optional[_Iterable[_Union[_market_pb2.Tick, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[_market_pb2.MinuteMetrics, _Mapping]]] = ..., candles: _Optional[_Iterable[_Union[_market_pb2.Candle, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
+
+class GetTickerRequest(_message.Message):
+    __slots__ = ("symbol", "window_size")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    symbol: _containers.RepeatedScalarFieldContainer[str]
+    window_size: str
+    def __init__(self, symbol: _Optional[_Iterable[str]] = ..., window_size: _Optional[str] = ...) -> None: ...
+
+class GetTickerResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_market_pb2.Ticker]
+    def __init__(self, items: _Optional[_Iterable[_Union[_market_pb2.Ticker, _Mapping]]] = ...) -> None: ...
+
+class WatchTickerRequest(_message.Message):
+    __slots__ = ("symbol", "window_size")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    symbol: _containers.RepeatedScalarFieldContainer[str]
+    window_size: str
+    def __init__(self, symbol: _Optional[_Iterable[str]] = ..., window_size: _Optional[str] = ...) -> None: ...
+
+class WatchTickerResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_market_pb2.Ticker]
+    def __init__(self, items: _Optional[_Iterable[_Union[_market_pb2.Ticker, _Mapping]]] = ...) -> None: ...
 
 class WatchTicksRequest(_message.Message):
     __slots__ = ("symbols",)

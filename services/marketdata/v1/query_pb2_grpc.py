@@ -50,10 +50,20 @@ class QueryServiceStub:
                 request_serializer=marketdata_dot_v1_dot_query__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=marketdata_dot_v1_dot_query__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
+        self.GetTicker = channel.unary_unary(
+                '/marketdata.v1.QueryService/GetTicker',
+                request_serializer=marketdata_dot_v1_dot_query__pb2.GetTickerRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_query__pb2.GetTickerResponse.FromString,
+                _registered_method=True)
         self.WatchTicks = channel.unary_stream(
                 '/marketdata.v1.QueryService/WatchTicks',
                 request_serializer=marketdata_dot_v1_dot_query__pb2.WatchTicksRequest.SerializeToString,
                 response_deserializer=marketdata_dot_v1_dot_query__pb2.WatchTicksResponse.FromString,
+                _registered_method=True)
+        self.WatchTicker = channel.unary_stream(
+                '/marketdata.v1.QueryService/WatchTicker',
+                request_serializer=marketdata_dot_v1_dot_query__pb2.WatchTickerRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_query__pb2.WatchTickerResponse.FromString,
                 _registered_method=True)
 
 
@@ -82,8 +92,24 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTicker(self, request, context):
+        """Rolling-window statistics (default 24 hours) of one, several or all symbols, like Binance's
+        GET /api/v3/ticker: last, open, high, low, change, volumes, trades and VWAP of the window ending now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTicks(self, request, context):
         """Live updates (latest tick and current candle) of the given symbols as they are committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTicker(self, request, context):
+        """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
+        of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,10 +133,20 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     request_deserializer=marketdata_dot_v1_dot_query__pb2.GetHistoryRequest.FromString,
                     response_serializer=marketdata_dot_v1_dot_query__pb2.GetHistoryResponse.SerializeToString,
             ),
+            'GetTicker': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTicker,
+                    request_deserializer=marketdata_dot_v1_dot_query__pb2.GetTickerRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_query__pb2.GetTickerResponse.SerializeToString,
+            ),
             'WatchTicks': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTicks,
                     request_deserializer=marketdata_dot_v1_dot_query__pb2.WatchTicksRequest.FromString,
                     response_serializer=marketdata_dot_v1_dot_query__pb2.WatchTicksResponse.SerializeToString,
+            ),
+            'WatchTicker': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTicker,
+                    request_deserializer=marketdata_dot_v1_dot_query__pb2.WatchTickerRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_query__pb2.WatchTickerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -206,6 +242,33 @@ class QueryService:
             _registered_method=True)
 
     @staticmethod
+    def GetTicker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketdata.v1.QueryService/GetTicker',
+            marketdata_dot_v1_dot_query__pb2.GetTickerRequest.SerializeToString,
+            marketdata_dot_v1_dot_query__pb2.GetTickerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WatchTicks(request,
             target,
             options=(),
@@ -222,6 +285,33 @@ class QueryService:
             '/marketdata.v1.QueryService/WatchTicks',
             marketdata_dot_v1_dot_query__pb2.WatchTicksRequest.SerializeToString,
             marketdata_dot_v1_dot_query__pb2.WatchTicksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTicker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/marketdata.v1.QueryService/WatchTicker',
+            marketdata_dot_v1_dot_query__pb2.WatchTickerRequest.SerializeToString,
+            marketdata_dot_v1_dot_query__pb2.WatchTickerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,8 +39,16 @@ class QueryServiceStub:
     """The last tick, the current 1-minute candle and the current minute's metrics of a symbol."""
     GetHistory: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetHistoryRequest, _query_pb2.GetHistoryResponse]
     """Ticks, minute metrics or candles (with SMA10) of a symbol, in ascending time order."""
+    GetTicker: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetTickerRequest, _query_pb2.GetTickerResponse]
+    """Rolling-window statistics (default 24 hours) of one, several or all symbols, like Binance's
+    GET /api/v3/ticker: last, open, high, low, change, volumes, trades and VWAP of the window ending now.
+    """
     WatchTicks: _grpc.UnaryStreamMultiCallable[_query_pb2.WatchTicksRequest, _query_pb2.WatchTicksResponse]
     """Live updates (latest tick and current candle) of the given symbols as they are committed."""
+    WatchTicker: _grpc.UnaryStreamMultiCallable[_query_pb2.WatchTickerRequest, _query_pb2.WatchTickerResponse]
+    """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
+    of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -53,8 +61,16 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """The last tick, the current 1-minute candle and the current minute's metrics of a symbol."""
     GetHistory: _aio.UnaryUnaryMultiCallable[_query_pb2.GetHistoryRequest, _query_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """Ticks, minute metrics or candles (with SMA10) of a symbol, in ascending time order."""
+    GetTicker: _aio.UnaryUnaryMultiCallable[_query_pb2.GetTickerRequest, _query_pb2.GetTickerResponse]  # type: ignore[assignment]
+    """Rolling-window statistics (default 24 hours) of one, several or all symbols, like Binance's
+    GET /api/v3/ticker: last, open, high, low, change, volumes, trades and VWAP of the window ending now.
+    """
     WatchTicks: _aio.UnaryStreamMultiCallable[_query_pb2.WatchTicksRequest, _query_pb2.WatchTicksResponse]  # type: ignore[assignment]
     """Live updates (latest tick and current candle) of the given symbols as they are committed."""
+    WatchTicker: _aio.UnaryStreamMultiCallable[_query_pb2.WatchTickerRequest, _query_pb2.WatchTickerResponse]  # type: ignore[assignment]
+    """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
+    of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+    """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Read side: symbols, latest state, history with candles and SMA10, and a live feed."""
@@ -84,11 +100,31 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Ticks, minute metrics or candles (with SMA10) of a symbol, in ascending time order."""
 
     @_abc_1.abstractmethod
+    def GetTicker(
+        self,
+        request: _query_pb2.GetTickerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.GetTickerResponse, _abc.Awaitable[_query_pb2.GetTickerResponse]]:
+        """Rolling-window statistics (default 24 hours) of one, several or all symbols, like Binance's
+        GET /api/v3/ticker: last, open, high, low, change, volumes, trades and VWAP of the window ending now.
+        """
+
+    @_abc_1.abstractmethod
     def WatchTicks(
         self,
         request: _query_pb2.WatchTicksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_query_pb2.WatchTicksResponse], _abc.AsyncIterator[_query_pb2.WatchTicksResponse]]:
         """Live updates (latest tick and current candle) of the given symbols as they are committed."""
+
+    @_abc_1.abstractmethod
+    def WatchTicker(
+        self,
+        request: _query_pb2.WatchTickerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_query_pb2.WatchTickerResponse], _abc.AsyncIterator[_query_pb2.WatchTickerResponse]]:
+        """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
+        of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+        """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

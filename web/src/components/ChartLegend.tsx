@@ -1,13 +1,20 @@
 import { type Candle, isUp } from "../lib/candles";
-import { formatBarTime, formatPrice, formatVolume } from "../lib/format";
+import { formatPrice, formatVolume, timeLabels } from "../lib/format";
+
+interface ChartLegendProps {
+  candle: Candle | null;
+  zone: string;
+  /** Width of the price scale: the legend wraps before it instead of running into it. */
+  rightInset: number;
+}
 
 /** OHLC, SMA10 and volume of the bar under the crosshair, or of the newest bar. */
-export function ChartLegend({ candle }: { candle: Candle | null }) {
+export function ChartLegend({ candle, zone, rightInset }: ChartLegendProps) {
   if (!candle) return null;
   const direction = isUp(candle) ? "up" : "down";
   return (
-    <dl className="legend" aria-label="Bar values">
-      <div className="legend-time">{formatBarTime(candle.time)}</div>
+    <dl className="legend" aria-label="Bar values" data-testid="legend" style={{ right: `${rightInset + 8}px` }}>
+      <div className="legend-time">{timeLabels(zone).barTime(candle.time)}</div>
       {(
         [
           ["O", formatPrice(candle.open)],

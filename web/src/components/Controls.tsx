@@ -1,36 +1,21 @@
-import type { ApiSymbol } from "../lib/api-types";
-import { INTERVAL_NAMES, type Interval } from "../lib/intervals";
+import { type Interval, MAIN_INTERVALS, MORE_INTERVALS } from "../lib/intervals";
+import { BROWSER_ZONE, EXCHANGE_ZONES } from "../lib/zones";
 
 interface ControlsProps {
-  symbols: ApiSymbol[];
-  symbol: string | null;
   interval: Interval;
-  onSymbolChange(symbol: string): void;
+  zone: string;
   onIntervalChange(interval: Interval): void;
+  onZoneChange(zone: string): void;
 }
 
-/** Symbol picker and interval switch: a native <select> and real buttons, so keyboards work as usual. */
-export function Controls({ symbols, symbol, interval, onSymbolChange, onIntervalChange }: ControlsProps) {
+/** Interval switch (the common ones as buttons, the rest in a menu) and the time-zone picker. */
+export function Controls({ interval, zone, onIntervalChange, onZoneChange }: ControlsProps) {
+  const more = (MORE_INTERVALS as readonly string[]).includes(interval);
+  const zones = [...new Set([BROWSER_ZONE, "UTC", ...EXCHANGE_ZONES, zone])];
   return (
     <div className="controls">
-      <label className="symbol-picker">
-        <span className="visually-hidden">Symbol</span>
-        <select
-          data-testid="symbol-select"
-          value={symbol ?? ""}
-          disabled={symbols.length === 0}
-          onChange={(event) => onSymbolChange(event.target.value)}
-        >
-          {symbols.length === 0 && <option value="">No symbols</option>}
-          {symbols.map((s) => (
-            <option key={s.symbol} value={s.symbol}>
-              {s.base && s.quote ? `${s.base}/${s.quote}` : s.symbol}
-            </option>
-          ))}
-        </select>
-      </label>
       <div className="intervals" role="group" aria-label="Candle interval">
-        {INTERVAL_NAMES.map((name) => (
+        {MAIN_INTERVALS.map((name) => (
           <button
             key={name}
             type="button"
@@ -41,7 +26,33 @@ export function Controls({ symbols, symbol, interval, onSymbolChange, onInterval
             {name}
           </button>
         ))}
+        <label className="interval-more">
+          <span className="visually-hidden">More intervals</span>
+          <select
+            data-testid="interval-more"
+            value={more ? interval : ""}
+            className={more ? "interval-more-active" : ""}
+            onChange={(event) => event.target.value && onIntervalChange(event.target.value)}
+          >
+            <option value="">More</option>
+            {MORE_INTERVALS.map((name) => (
+              <option key={name} value={name}>
+                {name}
+              </option>
+            ))}
+          </select>
+        </label>
       </div>
+      <label className="zone-picker">
+        <span className="visually-hidden">Time zone</span>
+        <select data-testid="zone-select" value={zone} onChange={(event) => onZoneChange(event.target.value)}>
+          {zones.map((name) => (
+            <option key={name} value={name}>
+              {name === BROWSER_ZONE ? `${name} (browser)` : name}
+            </option>
+          ))}
+        </select>
+      </label>
     </div>
   );
 }

@@ -1,37 +1,55 @@
-import type { Summary } from "../lib/candles";
-import { formatPercent, formatPrice, formatSignedPrice, formatVolume } from "../lib/format";
+import { formatAge, formatPercent, formatPrice, formatSignedPrice, formatVolume } from "../lib/format";
+import type { Ticker } from "../lib/ticker";
 
 interface QuoteHeaderProps {
-  summary: Summary;
+  symbol: string | null;
+  ticker: Ticker | null;
+  base: string | null;
   quote: string | null;
+  /** Seconds since the symbol's last trade, null when unknown. */
+  tradeAge: number | null;
 }
 
-/** Last price, change over the visible bars, and VWAP and volume of the current bar. */
-export function QuoteHeader({ summary, quote }: QuoteHeaderProps) {
-  const trend = summary.change === null || summary.change === 0 ? "flat" : summary.change > 0 ? "up" : "down";
+/** 24h rolling figures of the selected symbol, from the ticker (not from the bars on screen). */
+export function QuoteHeader({ symbol, ticker, base, quote, tradeAge }: QuoteHeaderProps) {
+  const change = ticker?.change ?? null;
+  const trend = change === null || change === 0 ? "flat" : change > 0 ? "up" : "down";
+  const last = ticker?.last ?? null;
   return (
-    <section className="quote" aria-label="Quote">
+    <section className="quote" aria-label="24 hour quote">
       <div className="quote-last">
-        <span className="quote-label">Last</span>
+        <span className="quote-symbol" data-testid="quote-symbol">{symbol ?? "–"}</span>
         <span className="quote-price" data-testid="last-price">
-          {formatPrice(summary.last)}
+          {formatPrice(last)}
         </span>
         {quote && <span className="quote-unit">{quote}</span>}
       </div>
       <dl className="quote-stats">
         <div>
-          <dt>Change (visible)</dt>
+          <dt>24h change</dt>
           <dd className={trend} data-testid="change">
-            {formatSignedPrice(summary.change, summary.last)} ({formatPercent(summary.changePercent)})
+            {formatSignedPrice(change, last)} ({formatPercent(ticker?.changePercent)})
           </dd>
         </div>
         <div>
-          <dt>VWAP (bar)</dt>
-          <dd data-testid="vwap">{formatPrice(summary.vwap)}</dd>
+          <dt>24h high</dt>
+          <dd data-testid="high">{formatPrice(ticker?.high)}</dd>
         </div>
         <div>
-          <dt>Volume (bar)</dt>
-          <dd data-testid="volume">{formatVolume(summary.volume)}</dd>
+          <dt>24h low</dt>
+          <dd data-testid="low">{formatPrice(ticker?.low)}</dd>
+        </div>
+        <div>
+          <dt>24h volume{base ? ` (${base})` : ""}</dt>
+          <dd data-testid="volume">{formatVolume(ticker?.volume)}</dd>
+        </div>
+        <div>
+          <dt>24h volume{quote ? ` (${quote})` : ""}</dt>
+          <dd data-testid="quote-volume">{formatVolume(ticker?.quoteVolume)}</dd>
+        </div>
+        <div>
+          <dt>Last trade</dt>
+          <dd data-testid="trade-age">{tradeAge === null ? "–" : `${formatAge(tradeAge)} ago`}</dd>
         </div>
       </dl>
     </section>

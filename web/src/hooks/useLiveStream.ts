@@ -1,8 +1,7 @@
 import { useEffect, useRef, useState } from "react";
-import type { ApiLiveUpdate } from "../lib/api-types";
 
 /**
- * What the SSE connection is doing, straight from the EventSource:
+ * What an SSE connection is doing, straight from the EventSource:
  * - connecting: first attempt, not open yet;
  * - live: open (readyState OPEN);
  * - reconnecting: the stream broke and a new attempt is under way (readyState CONNECTING);
@@ -10,8 +9,8 @@ import type { ApiLiveUpdate } from "../lib/api-types";
  */
 export type ConnectionStatus = "connecting" | "live" | "reconnecting" | "offline";
 
-export interface LiveStreamHandlers {
-  onUpdate(update: ApiLiveUpdate): void;
+export interface EventStreamHandlers<T> {
+  onMessage(data: T): void;
   /** Events may have been missed: the stream reopened after a break, or the server sent `resync`. */
   onGap(): void;
 }
@@ -19,14 +18,18 @@ export interface LiveStreamHandlers {
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 30_000;
 
-/** Subscribes to /realtime/ticks for one symbol; a new symbol opens a new EventSource. */
-export function useLiveStream(symbol: string | null, handlers: LiveStreamHandlers): ConnectionStatus {
+/**
+ * One EventSource on `url` (null: none), delivering the JSON data of its `event` frames;
+ * another URL opens a new EventSource. Used for /realtime/ticks (the chart) and
+ * /realtime/ticker (the watchlist).
+ */
+export function useEventStream<T>(url: string | null, event: string, handlers: EventStreamHandlers<T>): ConnectionStatus {
   const [status, setStatus] = useState<ConnectionStatus>("connecting");
   const handlersRef = useRef(handlers);
   handlersRef.current = handlers;
 
   useEffect(() => {
-    if (symbol === null) return;
+    if (!url) return;
     let source: EventSource | null = null;
     let retryTimer: ReturnType<typeof setTimeout> | undefined;
     let retryDelay = FIRST_RETRY_MS;
@@ -34,7 +37,7 @@ export function useLiveStream(symbol: string | null, handlers: LiveStreamHandler
 
     const connect = () => {
       retryTimer = undefined;
-      const es = new EventSource(`/realtime/ticks?symbol=${encodeURIComponent(symbol)}`);
+      const es = new EventSource(url);
       source = es;
       setStatus(interrupted ? "reconnecting" : "connecting");
 
@@ -55,8 +58,8 @@ export function useLiveStream(symbol: string | null, handlers: LiveStreamHandler
         retryTimer = setTimeout(connect, retryDelay);
         retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
       };
-      es.addEventListener("update", (event) => {
-        handlersRef.current.onUpdate(JSON.parse((event as MessageEvent<string>).data) as ApiLiveUpdate);
+      es.addEventListener(event, (message) => {
+        handlersRef.current.onMessage(JSON.parse((message as MessageEvent<string>).data) as T);
       });
       es.addEventListener("resync", () => handlersRef.current.onGap());
     };
@@ -75,7 +78,7 @@ export function useLiveStream(symbol: string | null, handlers: LiveStreamHandler
       clearTimeout(retryTimer);
       source?.close();
     };
-  }, [symbol]);
+  }, [url, event]);
 
   return status;
 }

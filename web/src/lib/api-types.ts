@@ -34,11 +34,16 @@ export interface ApiCandle {
   low: number;
   close: number;
   volume: number;
-  /** int64, so a JSON string. */
-  trades: string;
+  trades: number;
   vwap: number;
   /** Absent until 10 candles exist at the interval. */
   sma10?: number;
+  quoteVolume?: number;
+  takerBuyVolume?: number;
+  takerBuyQuoteVolume?: number;
+  /** End of the interval (exclusive), RFC 3339 UTC. */
+  closeTime?: string;
+  closed?: boolean;
 }
 
 export interface ApiHistoryResponse {
@@ -46,13 +51,40 @@ export interface ApiHistoryResponse {
   view: string;
   interval: string;
   candles?: ApiCandle[];
+  /** Set when the page is full: the next page (older, for order=desc) with the same parameters. */
+  nextPageToken?: string;
+  timeZone?: string;
+}
+
+/** Rolling-window statistics of one symbol (GET /api/v1/ticker/24hr); price fields absent without trades. */
+export interface ApiTicker {
+  symbol: string;
+  windowSize?: string;
+  openTime?: string;
+  closeTime?: string;
+  trades?: number;
+  last?: number;
+  open?: number;
+  high?: number;
+  low?: number;
+  change?: number;
+  changePercent?: number;
+  volume?: number;
+  quoteVolume?: number;
+  vwap?: number;
+  firstTradeTime?: string;
+  lastTradeTime?: string;
+}
+
+export interface ApiTickerResponse {
+  items?: ApiTicker[];
 }
 
 /** One `event: update` of /realtime/ticks. */
 export interface ApiLiveUpdate {
   symbol: string;
   lastTick?: ApiTick;
-  /** The committed 1-minute candle of `lastTick` (never carries sma10). */
+  /** The committed 1-minute candle of `lastTick`, with its SMA10 once 10 minutes exist. */
   candle?: ApiCandle;
   commitTime: string;
 }

@@ -14,8 +14,8 @@ import type {
   WhitespaceData,
 } from "lightweight-charts";
 import type { ApiCandle } from "./api-types";
+import { bucketEnd, bucketStart, type Interval } from "./intervals";
 
-const MINUTE = 60;
 const SMA_LENGTH = 10;
 
 export interface Candle {
@@ -28,6 +28,8 @@ export interface Candle {
   volume: number;
   trades: number;
   vwap: number;
+  /** End of the bar (exclusive), UTC seconds. */
+  closeTime: number;
   /** Mean close of this bar and the 9 before it; null while fewer than 10 bars exist. */
   sma10: number | null;
 }
@@ -47,14 +49,11 @@ export function parseCandle(api: ApiCandle): Candle {
     low: api.low,
     close: api.close,
     volume: api.volume,
-    trades: Number(api.trades),
+    trades: api.trades,
     vwap: api.vwap,
+    closeTime: api.closeTime ? parseTime(api.closeTime) : parseTime(api.time) + 60,
     sma10: api.sma10 ?? null,
   };
-}
-
-export function bucketStart(time: number, intervalSeconds: number): number {
-  return Math.floor(time / intervalSeconds) * intervalSeconds;
 }
 
 // ---------------------------------------------------------------- chart points
@@ -120,13 +119,15 @@ export function findCandle(candles: readonly Candle[], time: number): Candle | n
 // ---------------------------------------------------------------- live merging
 
 /**
- * The bars of one symbol at one interval, plus the 1-minute candles of the
- * newest (open) bar. A live event carries the full committed 1-minute candle
- * of its tick, so it *replaces* that minute's contribution to the open bar;
- * keeping the minutes makes folding idempotent (no double counting).
+ * The bars of one symbol at one interval and time zone, plus the parts of the
+ * newest (open) bar: its 1-minute candles (for bars above a few hours, its
+ * closed hours as 1h candles and the minutes of the current hour). A live event carries the full committed
+ * 1-minute candle of its tick, so it *replaces* that minute's contribution to
+ * the open bar; keeping the minutes makes folding idempotent (no double counting).
  */
 export interface CandleBook {
-  readonly intervalSeconds: number;
+  readonly interval: Interval;
+  readonly zone: string;
   readonly candles: readonly Candle[];
   /** 1-minute candles of the newest bar, by minute start. */
   readonly minutes: ReadonlyMap<number, Candle>;
@@ -145,6 +146,11 @@ export interface LiveResult {
   change: LiveChange;
 }
 
+function ascending(candles: readonly Candle[]): Candle[] {
+  const byTime = new Map(candles.map((candle) => [candle.time, candle]));
+  return [...byTime.values()].sort((a, b) => a.time - b.time);
+}
+
 /**
  * Builds a book from REST history (any order; the newest entry per time wins)
  * and the 1-minute candles from the start of the newest history bar onwards
@@ -152,58 +158,82 @@ export interface LiveResult {
  * the newest bar is its own minute and `recentMinutes` may be empty).
  */
 export function createBook(
-  intervalSeconds: number,
+  interval: Interval,
+  zone: string,
   history: readonly Candle[],
   recentMinutes: readonly Candle[] = [],
 ): CandleBook {
-  const byTime = new Map(history.map((candle) => [candle.time, candle]));
-  const candles = [...byTime.values()].sort((a, b) => a.time - b.time);
+  const candles = ascending(history);
   const last = candles.at(-1);
   let book: CandleBook = {
-    intervalSeconds,
+    interval,
+    zone,
     candles,
-    minutes: last && intervalSeconds === MINUTE ? new Map([[last.time, last]]) : new Map(),
+    minutes: last && interval === "1m" ? new Map([[last.time, last]]) : new Map(),
   };
-  for (const minute of [...recentMinutes].sort((a, b) => a.time - b.time)) {
-    book = last && bucketStart(minute.time, intervalSeconds) === last.time && book.minutes.size === 0
+  for (const minute of ascending(recentMinutes)) {
+    book = last && inBar(last, minute) && book.minutes.size === 0
       ? seedOpenBar(book, minute)
       : applyLive(book, minute).book;
   }
   return book;
 }
 
+/**
+ * An older page of history merged in front of the book: only candles older than
+ * the book's first one are taken (the book's own, possibly live-updated, bars win).
+ */
+export function mergeOlder(book: CandleBook, older: readonly Candle[]): CandleBook {
+  const first = book.candles[0];
+  const taken = ascending(older).filter((candle) => first === undefined || candle.time < first.time);
+  if (taken.length === 0) return book;
+  return { ...book, candles: [...taken, ...book.candles] };
+}
+
+function coarseCovers(part: Candle, minute: Candle): boolean {
+  return part.closeTime - part.time > 60 && part.time !== minute.time && inBar(part, minute);
+}
+
+function inBar(bar: Candle, minute: Candle): boolean {
+  return minute.time >= bar.time && minute.time < bar.closeTime;
+}
+
 /** The first known minute of the newest history bar replaces the REST aggregate of that bar. */
 function seedOpenBar(book: CandleBook, minute: Candle): CandleBook {
   const minutes = new Map([[minute.time, minute]]);
-  const bar = fold(book.candles.at(-1)!.time, minutes);
+  const last = book.candles.at(-1)!;
+  const bar = fold(last.time, last.closeTime, minutes);
   return { ...book, minutes, candles: withLiveSma([...book.candles.slice(0, -1), bar]) };
 }
 
 /** Merges one committed 1-minute candle (from /realtime/ticks) into the book. */
 export function applyLive(book: CandleBook, minute: Candle): LiveResult {
-  const bucket = bucketStart(minute.time, book.intervalSeconds);
   const last = book.candles.at(-1);
 
-  if (last && bucket < last.time) return { book, change: "stale" };
+  if (last && minute.time < last.time) return { book, change: "stale" };
 
-  if (last && bucket === last.time) {
+  if (last && inBar(last, minute)) {
     // Without the open bar's minutes, replacing one could drop the others: refetch instead.
     if (book.minutes.size === 0) return { book, change: "stale" };
+    // A late minute inside an hour-long part (seeded for long bars) is already counted there.
+    if ([...book.minutes.values()].some((part) => coarseCovers(part, minute))) return { book, change: "stale" };
     const known = book.minutes.get(minute.time);
     // Trade counts of a minute only grow from one commit to the next.
     if (known && known.trades > minute.trades) return { book, change: "superseded" };
     const minutes = new Map(book.minutes).set(minute.time, minute);
-    const candles = withLiveSma([...book.candles.slice(0, -1), fold(bucket, minutes)]);
+    const candles = withLiveSma([...book.candles.slice(0, -1), fold(last.time, last.closeTime, minutes)]);
     return { book: { ...book, minutes, candles }, change: "update" };
   }
 
+  const start = bucketStart(minute.time, book.interval, book.zone);
   const minutes = new Map([[minute.time, minute]]);
-  const candles = withLiveSma([...book.candles, fold(bucket, minutes)]);
+  const bar = fold(start, bucketEnd(start, book.interval, book.zone), minutes);
+  const candles = withLiveSma([...book.candles, bar]);
   return { book: { ...book, minutes, candles }, change: "append" };
 }
 
 /** Aggregates the 1-minute candles of one bar (keys are minute starts). */
-function fold(time: number, minutes: ReadonlyMap<number, Candle>): Candle {
+function fold(time: number, closeTime: number, minutes: ReadonlyMap<number, Candle>): Candle {
   const ordered = [...minutes.values()].sort((a, b) => a.time - b.time);
   const first = ordered[0]!;
   const last = ordered.at(-1)!;
@@ -228,6 +258,7 @@ function fold(time: number, minutes: ReadonlyMap<number, Candle>): Candle {
     volume,
     trades,
     vwap: volume > 0 ? notional / volume : last.vwap,
+    closeTime,
     sma10: null,
   };
 }
@@ -244,41 +275,4 @@ function withLiveSma(candles: Candle[]): Candle[] {
     : null;
   candles[candles.length - 1] = { ...candles.at(-1)!, sma10 };
   return candles;
-}
-
-// ---------------------------------------------------------------- header
-
-export interface Summary {
-  /** Close of the newest bar. */
-  last: number | null;
-  /** Close of the last visible bar minus open of the first visible bar. */
-  change: number | null;
-  changePercent: number | null;
-  /** VWAP and volume of the newest (current) bar. */
-  vwap: number | null;
-  volume: number | null;
-}
-
-/** Logical index range of the chart's visible bars (may reach past both ends). */
-export interface VisibleRange {
-  from: number;
-  to: number;
-}
-
-export function summarize(candles: readonly Candle[], visible: VisibleRange | null): Summary {
-  const current = candles.at(-1);
-  if (!current) return { last: null, change: null, changePercent: null, vwap: null, volume: null };
-
-  const clamp = (index: number) => Math.min(Math.max(index, 0), candles.length - 1);
-  const firstIndex = clamp(visible ? Math.ceil(visible.from) : 0);
-  const lastIndex = clamp(visible ? Math.floor(visible.to) : candles.length - 1);
-  const first = candles[Math.min(firstIndex, lastIndex)]!;
-  const change = candles[lastIndex]!.close - first.open;
-  return {
-    last: current.close,
-    change,
-    changePercent: first.open !== 0 ? (change / first.open) * 100 : null,
-    vwap: current.vwap,
-    volume: current.volume,
-  };
 }

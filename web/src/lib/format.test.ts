@@ -1,6 +1,9 @@
 import { TickMarkType, type UTCTimestamp } from "lightweight-charts";
 import { describe, expect, it } from "vitest";
-import { formatBarTime, formatPercent, formatTickMark, pricePrecision } from "./format";
+import { formatFixed, formatPercent, pricePrecision, timeLabels } from "./format";
+
+const formatBarTime = (seconds: number) => timeLabels().barTime(seconds);
+const formatTickMark = timeLabels().tickMark;
 
 // 2026-11-24T05:00:00Z; vitest runs in Asia/Kolkata (UTC+05:30), see vite.config.ts.
 const T0 = Date.UTC(2026, 10, 24, 5) / 1000;
@@ -25,6 +28,20 @@ describe("local time labels", () => {
   it("labels a day tick with the local date", () => {
     // 20:00 UTC on the 24th is already the 25th in Kolkata.
     expect(formatTickMark((T0 + 15 * 3600) as UTCTimestamp, TickMarkType.DayOfMonth)).toMatch(/25/);
+  });
+});
+
+describe("labels in a chosen zone", () => {
+  it("labels bars and ticks in that zone, whatever the browser's", () => {
+    expect(timeLabels("UTC").tickMark(T0 as UTCTimestamp, TickMarkType.Time)).toMatch(/05:00/);
+    expect(timeLabels("America/New_York").barTime(T0)).toMatch(/12:00/);
+  });
+});
+
+describe("formatFixed", () => {
+  it("is the price scale's and the header's formatter: fixed decimals, grouped", () => {
+    expect(formatFixed(43179.63, 2)).toBe("43,179.63");
+    expect(formatFixed(0.5, 4)).toBe("0.5000");
   });
 });
 

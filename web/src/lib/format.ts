@@ -1,15 +1,29 @@
-// Number and time formatting in the browser's locale and time zone.
+// Numbers and times for the header, the watchlist, the legend AND the chart's
+// axes, all through the same Intl formatters in one locale (the browser's), so
+// de-DE reads 43.179,63 on the price scale as in the header.
 //
 // Time zone choice: the chart keeps true UTC seconds (what the API sends and
-// what lightweight-charts expects) and only its *labels* are localised, via
-// localization.timeFormatter (crosshair) and timeScale.tickMarkFormatter
-// (axis), both formatting with Intl in the browser's zone. Shifting the data by
-// the local offset instead would repeat or skip bar times at DST changes, which
-// the chart rejects. The trade-off: the library picks day/month tick marks at
-// UTC boundaries, so a "date" tick may sit a few hours off local midnight; it
-// is still labelled with the correct local date.
+// what lightweight-charts expects) and only its *labels* are put in the chosen
+// zone, via localization.timeFormatter (crosshair) and timeScale.tickMarkFormatter
+// (axis). Shifting the data by the offset instead would repeat or skip bar times
+// at DST changes, which the chart rejects. Bars themselves are aligned in that
+// zone by the API (timeZone parameter).
 
 import { type Time, TickMarkType } from "lightweight-charts";
+
+/** The one locale of every number and date on the page. */
+export const LOCALE = typeof navigator === "undefined" ? "en-US" : navigator.language || "en-US";
+
+const numberFormats = new Map<string, Intl.NumberFormat>();
+
+function numberFormat(key: string, options: Intl.NumberFormatOptions): Intl.NumberFormat {
+  let format = numberFormats.get(key);
+  if (!format) {
+    format = new Intl.NumberFormat(LOCALE, options);
+    numberFormats.set(key, format);
+  }
+  return format;
+}
 
 /** Decimals worth showing for a price of this size (about 6 significant digits, 2 to 8 decimals). */
 export function pricePrecision(price: number): number {
@@ -17,71 +31,110 @@ export function pricePrecision(price: number): number {
   return Math.min(8, Math.max(2, 5 - magnitude));
 }
 
-export function formatPrice(price: number | null): string {
-  if (price === null) return "–";
-  const digits = pricePrecision(price);
-  return price.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+/** A price with a fixed number of decimals: the chart's price scale uses this too. */
+export function formatFixed(value: number, digits: number): string {
+  return numberFormat(`fixed${digits}`, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(value);
 }
 
-export function formatSignedPrice(change: number | null, reference: number | null): string {
-  if (change === null) return "–";
+export function formatPrice(price: number | null | undefined, digits?: number): string {
+  if (price === null || price === undefined) return "–";
+  return formatFixed(price, digits ?? pricePrecision(price));
+}
+
+export function formatSignedPrice(change: number | null | undefined, reference: number | null | undefined): string {
+  if (change === null || change === undefined) return "–";
   const digits = pricePrecision(reference ?? change);
-  return change.toLocaleString(undefined, {
+  return numberFormat(`signed${digits}`, {
     minimumFractionDigits: digits,
     maximumFractionDigits: digits,
     signDisplay: "exceptZero",
-  });
+  }).format(change);
 }
 
-export function formatPercent(percent: number | null): string {
-  if (percent === null) return "–";
-  return `${percent.toLocaleString(undefined, {
+export function formatPercent(percent: number | null | undefined): string {
+  if (percent === null || percent === undefined) return "–";
+  const text = numberFormat("percent", {
     minimumFractionDigits: 2,
     maximumFractionDigits: 2,
     signDisplay: "exceptZero",
-  })}%`;
+  }).format(percent);
+  return `${text}%`;
 }
 
-export function formatVolume(volume: number | null): string {
-  if (volume === null) return "–";
+export function formatVolume(volume: number | null | undefined): string {
+  if (volume === null || volume === undefined) return "–";
   return volume >= 10_000
-    ? volume.toLocaleString(undefined, { notation: "compact", maximumFractionDigits: 2 })
-    : volume.toLocaleString(undefined, { maximumFractionDigits: 4 });
+    ? numberFormat("compact", { notation: "compact", maximumFractionDigits: 2 }).format(volume)
+    : numberFormat("volume", { maximumFractionDigits: 4 }).format(volume);
 }
 
-const crosshairTime = new Intl.DateTimeFormat(undefined, {
-  weekday: "short",
-  day: "numeric",
-  month: "short",
-  hour: "2-digit",
-  minute: "2-digit",
-});
-const axisFormats: Record<TickMarkType, Intl.DateTimeFormat> = {
-  [TickMarkType.Year]: new Intl.DateTimeFormat(undefined, { year: "numeric" }),
-  [TickMarkType.Month]: new Intl.DateTimeFormat(undefined, { month: "short" }),
-  [TickMarkType.DayOfMonth]: new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" }),
-  [TickMarkType.Time]: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" }),
-  [TickMarkType.TimeWithSeconds]: new Intl.DateTimeFormat(undefined, {
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-  }),
-};
-
-/** The chart only ever holds UTCTimestamp times (seconds). */
-const toDate = (time: Time) => new Date((time as number) * 1000);
-
-/** A bar's start (UTC seconds) in local time, as on the crosshair. */
-export function formatBarTime(seconds: number): string {
-  return crosshairTime.format(new Date(seconds * 1000));
+/** Three significant digits, compact ("3.03K", "51.7M"): for narrow columns. */
+export function formatCompact(value: number | null | undefined): string {
+  if (value === null || value === undefined) return "–";
+  return numberFormat("compact3", { notation: "compact", maximumSignificantDigits: 3 }).format(value);
 }
 
-/** Crosshair label in local time (localization.timeFormatter). */
-export function formatCrosshairTime(time: Time): string {
-  return crosshairTime.format(toDate(time));
+/** "12 s", "4 min", "3 h", "2 d": how long ago something happened. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86_400)} d`;
 }
 
-/** Axis tick label in local time (timeScale.tickMarkFormatter). */
-export function formatTickMark(time: Time, type: TickMarkType): string {
-  return axisFormats[type].format(toDate(time));
+/** Countdown to a candle's close: "0:42", "12:05", "3:59:59", "2d 04:00:00". */
+export function formatCountdown(seconds: number): string {
+  const s = Math.max(0, Math.ceil(seconds));
+  const days = Math.floor(s / 86_400);
+  const hours = Math.floor((s % 86_400) / 3600);
+  const minutes = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, "0");
+  if (days > 0) return `${days}d ${String(hours).padStart(2, "0")}:${String(minutes).padStart(2, "0")}:${rest}`;
+  if (hours > 0) return `${hours}:${String(minutes).padStart(2, "0")}:${rest}`;
+  return `${minutes}:${rest}`;
+}
+
+// ------------------------------------------------------------------ times
+
+export interface TimeLabels {
+  /** A bar's start (UTC seconds), as on the crosshair and in the legend. */
+  barTime(seconds: number): string;
+  /** Crosshair label (localization.timeFormatter). */
+  crosshair(time: Time): string;
+  /** Axis tick label (timeScale.tickMarkFormatter). */
+  tickMark(time: Time, type: TickMarkType): string;
+}
+
+const labelCache = new Map<string, TimeLabels>();
+
+/** Time labels in `zone` (an IANA name or offset; undefined: the browser's zone). */
+export function timeLabels(zone?: string): TimeLabels {
+  const key = zone ?? "";
+  const cached = labelCache.get(key);
+  if (cached) return cached;
+  const format = (options: Intl.DateTimeFormatOptions) => {
+    try {
+      return new Intl.DateTimeFormat(LOCALE, { ...options, timeZone: zone });
+    } catch {
+      return new Intl.DateTimeFormat(LOCALE, { ...options, timeZone: "UTC" });
+    }
+  };
+  const crosshairTime = format({ weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+  const axisFormats: Record<TickMarkType, Intl.DateTimeFormat> = {
+    [TickMarkType.Year]: format({ year: "numeric" }),
+    [TickMarkType.Month]: format({ month: "short" }),
+    [TickMarkType.DayOfMonth]: format({ day: "numeric", month: "short" }),
+    [TickMarkType.Time]: format({ hour: "2-digit", minute: "2-digit" }),
+    [TickMarkType.TimeWithSeconds]: format({ hour: "2-digit", minute: "2-digit", second: "2-digit" }),
+  };
+  /** The chart only ever holds UTCTimestamp times (seconds). */
+  const toDate = (time: Time) => new Date((time as number) * 1000);
+  const labels: TimeLabels = {
+    barTime: (seconds) => crosshairTime.format(new Date(seconds * 1000)),
+    crosshair: (time) => crosshairTime.format(toDate(time)),
+    tickMark: (time, type) => axisFormats[type].format(toDate(time)),
+  };
+  labelCache.set(key, labels);
+  return labels;
 }

@@ -12,9 +12,22 @@ export interface DrawnBar {
 export interface DashboardTestHook {
   barCount(): number;
   lastBar(): DrawnBar | null;
+  firstBar(): DrawnBar | null;
+  /** Times of the bars at both edges of the visible range, and its width in bars (the zoom). */
+  visibleTimes(): { from: number; to: number; bars: number } | null;
+  /** Texts of the series markers (the end-of-data marker). */
+  markers(): string[];
+  /** The price scale's label of a price. */
+  axisPrice(price: number): string;
+  priceScaleWidth(): number;
+  /** The price range the price scale shows. */
+  priceRange(): { from: number; to: number } | null;
   /** The selection whose history the chart shows; null while one loads. */
   symbol: string | null;
   interval: string | null;
+  zone: string | null;
+  /** The chart holds the symbol's first candle. */
+  complete: boolean;
 }
 
 declare global {

@@ -1,0 +1,1 @@
+"""Storage lifecycle: time partitions created ahead, and retention dropping whole expired partitions."""

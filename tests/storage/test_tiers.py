@@ -1,0 +1,131 @@
+"""The stored tiers ohlc_1h and ohlc_1d equal an independent computation whatever the order, duplication and
+redelivery of the ticks; Rebuild restores every tier of a range."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
+from tests.storage.helpers import TIER_STEPS, assert_tier, commit, expected_tier, stored_tier
+from tests.support.processes import wait_for
+from tests.support.stack import Stack
+from tests.support.ticks import make_ticks, publish, with_duplicates
+
+
+def symbols_of(prefix: str, count: int) -> list[str]:
+    tag = uuid.uuid4().hex[:5].upper()
+    return [f"{prefix}{tag}{n:02d}" for n in range(count)]
+
+
+async def assert_all_tiers(database_url: str, ticks, symbols, sided: bool = True) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        for tier in TIER_STEPS:
+            assert_tier(tier, await stored_tier(conn, tier, symbols), expected_tier(ticks, tier, sided))
+    finally:
+        await conn.close()
+
+
+async def test_tiers_equal_an_independent_computation_after_shuffled_duplicated_redelivered_ticks(
+        own_database: str) -> None:
+    symbols = symbols_of("TI", 4)
+    # Three days and a half of ticks: hours, days and a UTC midnight or three in between.
+    distinct = make_ticks(symbols, 6_000, minutes=84 * 60, seed=5)
+    sent = with_duplicates(distinct, 0.2, seed=6)  # shuffled, a fifth sent twice
+    messages = [(seq + 1, sent[start:start + 50]) for seq, start in enumerate(range(0, len(sent), 50))]
+    rng = random.Random(9)
+    batches = [messages[i:i + 7] for i in range(0, len(messages), 7)]
+    # Redeliveries: some batches come again whole (their ledger rows make them no-ops), some messages again
+    # inside other batches.
+    batches += rng.sample(batches, 5) + [[m] for m in rng.sample(messages, 10)]
+    rng.shuffle(batches)
+    pool = await asyncpg.create_pool(own_database, min_size=4, max_size=4, server_settings={"extra_float_digits": "1"})
+    try:
+        inserted = 0
+        for start in range(0, len(batches), 4):  # four batches committing at once, like replicas
+            results = await asyncio.gather(*(commit(pool, "TIERS@1", batch) for batch in batches[start:start + 4]))
+            inserted += sum(results)
+    finally:
+        await pool.close()
+    assert inserted == len(distinct)
+    await assert_all_tiers(own_database, distinct, symbols)
+
+
+def rebuild(address: str, symbol: str, start: datetime, end: datetime) -> aggregator_pb2.RebuildResponse:
+    request = aggregator_pb2.RebuildRequest(symbol=symbol)
+    request.from_time.CopyFrom(Timestamp(seconds=int(start.timestamp())))
+    request.to_time.CopyFrom(Timestamp(seconds=int(end.timestamp())))
+    with grpc.insecure_channel(address) as channel:
+        return aggregator_pb2_grpc.AggregatorServiceStub(channel).Rebuild(request, timeout=30)
+
+
+def test_rebuild_of_a_range_restores_every_tier(pipeline: Stack, database_url: str) -> None:
+    symbols = symbols_of("RB", 2)
+    pipeline.seed_symbols(*symbols)
+    # Three hours of ticks ending now: the pipeline's fold writes every tier.
+    distinct = make_ticks(symbols, 3_000, minutes=180, seed=12)
+    publish(pipeline.ingest.address, pipeline.api_key, with_duplicates(distinct, 0.1, seed=13))
+
+    async def stored() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM ticks_history WHERE symbol = ANY($1)", symbols)
+        finally:
+            await conn.close()
+
+    wait_for(lambda: asyncio.run(stored()) == len(distinct), 90, interval=0.5, message="ticks committed")
+    asyncio.run(assert_all_tiers(database_url, distinct, symbols, sided=False))
+
+    async def damage() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for tier in TIER_STEPS:
+                await conn.execute(f"DELETE FROM {tier} WHERE symbol = $1 AND bucket IN "
+                                   f"(SELECT bucket FROM {tier} WHERE symbol = $1 ORDER BY bucket LIMIT 2)", symbols[0])
+                await conn.execute(f"UPDATE {tier} SET high = high + 1, volume = 0 WHERE symbol = $1", symbols[0])
+        finally:
+            await conn.close()
+
+    asyncio.run(damage())
+    now = datetime.now(timezone.utc)
+    reply = rebuild(pipeline.aggregator.address, symbols[0], now - timedelta(hours=4), now + timedelta(minutes=1))
+    assert reply.ticks_scanned == sum(1 for t in distinct if t.symbol == symbols[0])
+    asyncio.run(assert_all_tiers(database_url, distinct, symbols, sided=False))
+
+
+def test_rebuild_refuses_a_range_whose_ticks_retention_dropped(pipeline: Stack) -> None:
+    symbol = symbols_of("RR", 1)[0]
+    pipeline.seed_symbols(symbol)
+    now = datetime.now(timezone.utc)
+    try:
+        rebuild(pipeline.aggregator.address, symbol, now - timedelta(days=45), now)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "from" in error.details() and "RETENTION_TICKS_DAYS" in error.details()
+    else:
+        raise AssertionError("Rebuild accepted a range older than the ticks kept")
+
+
+def test_history_reads_the_coarsest_tier_whose_buckets_fit_the_zone() -> None:
+    from marketdata.query.history import candle_tier
+    from marketdata.query.intervals import parse_interval, parse_time_zone
+
+    chosen = {(interval, zone): candle_tier(parse_interval(interval), parse_time_zone(zone))
+              for interval, zone in (("1d", "UTC"), ("1w", "UTC"), ("1M", "UTC"), ("1h", "UTC"), ("12h", "UTC"),
+                                     ("15m", "UTC"), ("120m", "UTC"), ("4h", "Europe/Berlin"),
+                                     ("1d", "Europe/Berlin"), ("1d", "+08:00"), ("1d", "Asia/Kolkata"),
+                                     ("1h", "+05:30"), ("1w", "America/St_Johns"), ("1d", "America/Caracas"))}
+    assert chosen == {
+        ("1d", "UTC"): "ohlc_1d", ("1w", "UTC"): "ohlc_1d", ("1M", "UTC"): "ohlc_1d", ("1h", "UTC"): "ohlc_1h",
+        ("12h", "UTC"): "ohlc_1h", ("15m", "UTC"): "ohlc_1m", ("120m", "UTC"): "ohlc_1h",
+        ("4h", "Europe/Berlin"): "ohlc_1h", ("1d", "Europe/Berlin"): "ohlc_1h", ("1d", "+08:00"): "ohlc_1h",
+        # Half-hour offsets, now or in the past (Caracas was -04:30 from 2007 to 2016): minutes.
+        ("1d", "Asia/Kolkata"): "ohlc_1m", ("1h", "+05:30"): "ohlc_1m", ("1w", "America/St_Johns"): "ohlc_1m",
+        ("1d", "America/Caracas"): "ohlc_1m"}
