@@ -50,9 +50,9 @@ def raw_and_history(database_url: str, symbols: list[str]) -> tuple[int, int, in
 
 
 def publish_retrying(address: str, items: list[TickSpec], acked: list[tuple[float, list[TickSpec]]],
-                     running: threading.Event) -> None:
+                     running: threading.Event, pause_after: int) -> None:
     """Publishes batches of 100 while `running` is set, retrying UNAVAILABLE; records when each batch was
-    acknowledged."""
+    acknowledged. Clears `running` itself once `pause_after` batches are acknowledged."""
     with grpc.insecure_channel(address) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         for chunk in batches(items, 100):
@@ -71,6 +71,8 @@ def publish_retrying(address: str, items: list[TickSpec], acked: list[tuple[floa
             else:
                 raise AssertionError(f"ingest stayed UNAVAILABLE: {last}")
             acked.append((time.monotonic(), chunk))
+            if len(acked) == pause_after:
+                running.clear()
 
 
 def test_stream_deleted_and_recreated_under_load_keeps_the_ledger_exact(start_service, database_url: str,
@@ -85,15 +87,12 @@ def test_stream_deleted_and_recreated_under_load_keeps_the_ledger_exact(start_se
     acked: list[tuple[float, list[TickSpec]]] = []
     running = threading.Event()
     running.set()
-    publisher = threading.Thread(target=publish_retrying, args=(ingest.address, during, acked, running))
+    # After 10 batches the producer holds its next one while the stream is deleted (the aggregator is still
+    # busy): the nats-server of the tests (2.9) can wedge a stream created while its deletion is under way.
+    publisher = threading.Thread(target=publish_retrying, args=(ingest.address, during, acked, running, 10))
     publisher.start()
-    wait_for(lambda: len(acked) >= 10, 30, message="load running")
-    # The producer holds its next batch while the stream is deleted (the aggregator is still busy): the
-    # nats-server of the tests (2.9) can wedge a stream created while its deletion is still under way.
-    running.clear()
-    in_flight = len(acked)
-    time.sleep(0.3)
-    assert len(acked) <= in_flight + 1
+    wait_for(lambda: not running.is_set(), 30, message="load running")
+    assert len(acked) == 10
 
     async def delete_stream() -> None:
         client = await nats.connect(env["NATS_URL"])

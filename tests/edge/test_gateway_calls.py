@@ -34,7 +34,7 @@ class FakeQuery:
     async def get_latest(self, request: query_pb2.GetLatestRequest, context: Any) -> query_pb2.GetLatestResponse:
         command, _, argument = request.symbol.partition("-")
         if command == "SLOW":
-            await asyncio.sleep(2)
+            await asyncio.sleep(30)  # cancelled by the edge's deadline, or by the server's stop
         elif command == "CODE":  # the code's number: symbols are at most 20 characters
             code = next(c for c in grpc.StatusCode if str(c.value[0]) == argument)
             await context.abort(code, f"fake {code.name}")
@@ -60,7 +60,8 @@ async def fake_edge() -> AsyncIterator[tuple[httpx.AsyncClient, FakeQuery]]:
     port = free_port()
     grpc_server.add_insecure_port(f"127.0.0.1:{port}")
     await grpc_server.start()
-    settings = load_settings({"QUERY_ADDR": f"127.0.0.1:{port}", "REQUEST_TIMEOUT_SECONDS": "0.3"})
+    # A deadline that leaves the channel's retries of UNAVAILABLE (three attempts) room on a loaded machine.
+    settings = load_settings({"QUERY_ADDR": f"127.0.0.1:{port}", "REQUEST_TIMEOUT_SECONDS": "2"})
     hub = LiveHub(NatsConnection("nats://127.0.0.1:1", "test"), settings.live_subject, max_streams=1)
     upstreams = server.Upstreams(server.upstream_addresses(settings))
     app = server.create_app(server.Edge(settings, server.load_document(), upstreams, hub))
