@@ -116,7 +116,7 @@ async def test_invalid_watch_arguments(query_stub, symbols, fields) -> None:
 async def waiting_queries(db, application_name: str, reading: str) -> list[str]:
     """Queries of the query service that read `reading` and are blocked on a lock in this database right now
     (whatever `state` says: a prepared statement's Bind waits for its locks while the backend still reports
-    "idle"). Filtered by table: the ticker's hour cache re-reads ohlc_1m in the background."""
+    "idle"). Filtered by table, so that only the request's own statement counts."""
     return [row["query"] for row in await db.fetch(
         "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 "
         "AND wait_event_type = 'Lock' AND strpos(query, $2) > 0", application_name, reading)]

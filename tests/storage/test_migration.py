@@ -1,5 +1,5 @@
-"""Migration 0004 converts a database holding data: every row kept, in its day's (month's) partition, the
-stored tiers built from the minutes, and deduplication by (symbol, event_time, trade_id)."""
+"""Migrations 0004 and 0005 convert a database holding data: every row kept, in its day's (month's) partition,
+the stored tiers built from the minutes, and deduplication by (symbol, event_time, trade_id)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
             await conn.close()
 
         applied = await apply(url, DEFAULT_DIRECTORY)
-        assert [m.version for m in applied] == [4]
+        assert [m.version for m in applied] == [4, 5]
 
         conn = await asyncpg.connect(url)
         try:
@@ -67,16 +67,20 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
                 assert in_default == (1 if table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m") else 0)
             days = await conn.fetchval("SELECT count(DISTINCT tableoid) FROM ticks_history WHERE trade_id <> 'old'")
             assert days >= 10
-            # The tiers: one hour row per hour with minutes, their sums equal the minutes'.
+            # The tiers: one row per quarter hour (hour) with minutes, their sums equal the minutes'.
             tiers = await conn.fetchrow("""
                 SELECT (SELECT count(*) FROM ohlc_1h) AS hours,
                        (SELECT count(DISTINCT date_bin('1 hour', bucket, timestamptz 'epoch')) FROM ohlc_1m) AS want_hours,
+                       (SELECT count(*) FROM ohlc_15m) AS quarters,
+                       (SELECT count(DISTINCT date_bin('15 minutes', bucket, timestamptz 'epoch')) FROM ohlc_1m)
+                           AS want_quarters,
+                       (SELECT sum(volume) FROM ohlc_15m) AS quarter_volume,
                        (SELECT sum(volume) FROM ohlc_1h) AS hour_volume, (SELECT sum(volume) FROM ohlc_1d) AS day_volume,
                        (SELECT sum(volume) FROM ohlc_1m) AS volume,
                        (SELECT sum(taker_buy_volume) FROM ohlc_1d) AS day_taker,
                        (SELECT sum(taker_buy_volume) FROM ohlc_1m) AS taker""")
-            assert tiers["hours"] == tiers["want_hours"]
-            assert tiers["hour_volume"] == tiers["day_volume"] == tiers["volume"]
+            assert tiers["hours"] == tiers["want_hours"] and tiers["quarters"] == tiers["want_quarters"]
+            assert tiers["quarter_volume"] == tiers["hour_volume"] == tiers["day_volume"] == tiers["volume"]
             assert tiers["day_taker"] == tiers["taker"]
             first = await conn.fetchrow("SELECT * FROM ohlc_1h ORDER BY bucket DESC LIMIT 1")
             minutes = await conn.fetch("SELECT * FROM ohlc_1m WHERE bucket >= $1 AND bucket < $2 ORDER BY bucket",

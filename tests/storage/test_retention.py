@@ -42,7 +42,7 @@ async def seed(database_url: str, now: datetime) -> None:
                                "side, source, received_at) VALUES ('S', 1, 'RETX', $1, $2, 1, 1, 0, '', $2)",
                                [(f"r{n}", now - timedelta(days=n)) for n in range(6)])
         months = [now - timedelta(days=30 * n) for n in range(21)]
-        for table in ("ohlc_1m", "ohlc_1h", "ohlc_1d"):
+        for table in ("ohlc_1m", "ohlc_15m", "ohlc_1h", "ohlc_1d"):
             await conn.executemany(
                 f"INSERT INTO {table} (symbol, bucket, open, high, low, close, volume, trades, turnover, open_time, "
                 "open_trade_id, close_time, close_trade_id) VALUES ('RETX', date_trunc('hour', $1::timestamptz), "
@@ -56,7 +56,7 @@ async def state(database_url: str) -> dict[str, object]:
     try:
         names = {table: {p.name for p in await lifecycle.partitions(conn, table)} for table in lifecycle.PARTITIONED}
         counts = {table: await conn.fetchval(f"SELECT count(*) FROM {table}")
-                  for table in ("ticks_history", "ticks_raw", "ohlc_1m", "ohlc_1h", "ohlc_1d",
+                  for table in ("ticks_history", "ticks_raw", "ohlc_1m", "ohlc_15m", "ohlc_1h", "ohlc_1d",
                                 "ticks_history_default")}
         return {"partitions": names, "rows": counts}
     finally:
@@ -103,7 +103,7 @@ def test_dry_run_lists_and_retention_drops_exactly_the_expired_partitions(own_da
     # A row per dropped day or month is gone with its partition; the tiers and DEFAULT keep theirs.
     assert rows["ticks_history"] == before["rows"]["ticks_history"] - sum(n.startswith("ticks_history") for n in expired)
     assert rows["ticks_history_default"] == before["rows"]["ticks_history_default"] == 1
-    assert rows["ohlc_1h"] == before["rows"]["ohlc_1h"] and rows["ohlc_1d"] == before["rows"]["ohlc_1d"]
+    assert all(rows[tier] == before["rows"][tier] for tier in ("ohlc_15m", "ohlc_1h", "ohlc_1d"))
     assert 0 < rows["ohlc_1m"] < before["rows"]["ohlc_1m"]
 
     again = retention_cli(own_database, "--dry-run").stdout

@@ -1,4 +1,5 @@
-"""The SQL that folds ticks into ticks_history, ohlc_1m, metrics_1m and the stored tiers ohlc_1h and ohlc_1d.
+"""The SQL that folds ticks into ticks_history, ohlc_1m, metrics_1m and the stored tiers ohlc_15m, ohlc_1h and
+ohlc_1d.
 
 Only ticks newly inserted into ticks_history are folded, and every merge is order-independent:
 open/close/last keep the tick with the earliest/latest (event_time, trade_id), high/low/min/max take
@@ -70,9 +71,9 @@ _CANDLE_RETURNING = """RETURNING symbol, bucket, open::float8, high::float8, low
           taker_buy_turnover::float8 AS taker_buy_quote_volume"""
 _UPSERT_OHLC = _UPSERT_CANDLES.format(table="ohlc_1m", source="minutes", returning=_CANDLE_RETURNING)
 
-# The stored tiers: candles of UTC hours and days, built from the batch's minute aggregates and merged exactly as
-# minutes are (so they equal rebuild_tiers() of migration 0004 over ohlc_1m, whatever the order of the ticks).
-TIERS = {"ohlc_1h": "1 hour", "ohlc_1d": "1 day"}
+# The stored tiers: candles of UTC quarter hours, hours and days, built from the batch's minute aggregates and
+# merged exactly as minutes are (so they equal rebuild_tiers() over ohlc_1m, whatever the order of the ticks).
+TIERS = {"ohlc_15m": "15 minutes", "ohlc_1h": "1 hour", "ohlc_1d": "1 day"}
 
 _TIER_BUCKETS = """
 SELECT symbol, date_bin('{step}', bucket, timestamptz '1970-01-01 00:00:00+00') AS bucket,
@@ -233,7 +234,7 @@ metrics AS ({_UPSERT_METRICS})
 SELECT (SELECT count(*) FROM candles) AS minutes, (SELECT coalesce(sum(trades), 0) FROM minutes)::int8 AS ticks
 """
 
-# The stored tiers over the hours and days overlapping [$2, $3), from the rebuilt minutes (migration 0004).
+# The stored tiers over the days overlapping [$2, $3), from the rebuilt minutes (rebuild_tiers, migration 0005).
 REBUILD_TIERS = "SELECT rebuild_tiers($1, $2, $3)"
 
 # Rebuilding must not interleave with folding the same rows: folds take ROW EXCLUSIVE on these tables.

@@ -727,7 +727,8 @@ TICKER_SYMBOLS = [f"TK{i:03d}" for i in range(100)]
 
 async def seed_ticker_data(database_url: str, ticks_per_symbol: int) -> dict[str, Any]:
     """ticks_per_symbol ticks per symbol of TICKER_SYMBOLS, evenly over the last 25 hours (so a 24-hour window
-    starts and ends inside the data), and their minute rollups (ohlc_1m with every column the rollup keeps)."""
+    starts and ends inside the data), and their candle tiers (ohlc_1m with every column the rollup keeps, then
+    ohlc_1h and ohlc_1d by rebuild_tiers)."""
     conn = await asyncpg.connect(database_url, command_timeout=1800)
     started = time.perf_counter()
     try:
@@ -752,8 +753,9 @@ async def seed_ticker_data(database_url: str, ticks_per_symbol: int) -> dict[str
                    coalesce(sum(size) FILTER (WHERE side = 1), 0), coalesce(sum(price * size) FILTER (WHERE side = 1), 0)
             FROM ticks_history WHERE symbol LIKE 'TK%'
             GROUP BY 1, 2""")
-        await conn.execute("VACUUM ANALYZE ticks_history")
-        await conn.execute("VACUUM ANALYZE ohlc_1m")
+        await conn.execute("SELECT rebuild_tiers(NULL, now() - interval '26 hours', now() + interval '1 hour')")
+        for table in ("ticks_history", "ohlc_1m", "ohlc_1h"):
+            await conn.execute(f"VACUUM ANALYZE {table}")
         stored = await conn.fetchval("SELECT count(*) FROM ticks_history")
         minutes = await conn.fetchval("SELECT count(*) FROM ohlc_1m WHERE symbol = $1", TICKER_SYMBOLS[0])
     finally:
@@ -773,12 +775,6 @@ async def ticker_latency(query_address: str | None, edge_url: str | None, reques
     if query_address:
         async with grpc.aio.insecure_channel(query_address, options=CHANNEL_OPTIONS) as channel:
             stub = query_pb2_grpc.QueryServiceStub(channel)
-            # The first request reads the settled hours of every symbol into the query service's hour cache
-            # (what a running service holds): its time is reported apart, the cases measure the steady state.
-            started = time.perf_counter()
-            await stub.GetTicker(query_pb2.GetTickerRequest(symbol=TICKER_SYMBOLS), timeout=60)
-            out["grpc ticker 100 symbols, cold hour cache"] = {**summary_ms([time.perf_counter() - started]),
-                                                                "rows": len(TICKER_SYMBOLS)}
             for name, symbols in cases.items():
                 times: list[float] = []
                 for n in range(warmup + requests):

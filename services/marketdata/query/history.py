@@ -11,7 +11,8 @@ Candles and SMA10
   9 lead-in rows are dropped.
 * Longer intervals are derived from the coarsest stored tier whose buckets fit inside theirs (candle_tier):
   ohlc_1d (UTC days) for days, weeks and months in UTC, ohlc_1h (UTC hours) for hours and calendar periods in
-  zones with whole-hour offsets, else ohlc_1m (e.g. 30m, or any interval in Asia/Kolkata). Below, "minute"
+  zones with whole-hour offsets, ohlc_15m (UTC quarter hours) for 15m, 30m and any interval in zones such as
+  Asia/Kolkata, else ohlc_1m (e.g. 5m). Below, "minute"
   stands for a row of that tier: open of the first minute, close of the last, max high, min low,
   sums of volume, trades, turnover and taker-buy volumes, vwap = sum(turnover) / sum(volume) (the close when
   the volume is 0, as ohlc_1m does). Buckets are aligned in the requested time zone (intervals.py). A derived
@@ -61,13 +62,12 @@ from marketdata.query.intervals import (
     bucket_end,
     bucket_end_sql,
     bucket_start_sql,
+    offsets_in_steps,
     parse_interval,
     parse_time_zone,
-    whole_hour_offsets,
 )
 from marketdata.query.ticker import (
     TICKER_SQL,
-    HourCache,
     Window,
     build_tickers,
     now_utc,
@@ -420,7 +420,7 @@ ORDER BY bucket DESC
 LIMIT $5
 """
 # Minutes are often sparse (a quiet symbol), where walking the buckets reads fewer rows; hours and days rarely.
-RECENT_BINS_MAX_ROWS = {"ohlc_1m": 5, "ohlc_1h": 12, "ohlc_1d": 7}
+RECENT_BINS_MAX_ROWS = {"ohlc_1m": 5, "ohlc_15m": 8, "ohlc_1h": 12, "ohlc_1d": 7}
 # Kinds whose bucket expressions do not use $7 (n), which then carries the rows per bucket.
 RECENT_BINS_KINDS = ("fixed", "fixed_week", "subday")
 
@@ -493,8 +493,9 @@ def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
 
 
 KINDS = ("fixed", "fixed_week", "subday", "day", "week", "month")
-# The stored candle tables a longer interval is derived from (migration 0004): minutes, UTC hours, UTC days.
-TIERS = ("ohlc_1m", "ohlc_1h", "ohlc_1d")
+# The stored candle tables a longer interval is derived from (migrations 0004, 0005): minutes, UTC quarter
+# hours, hours and days.
+TIERS = ("ohlc_1m", "ohlc_15m", "ohlc_1h", "ohlc_1d")
 CANDLES_RECENT_BINS_SQL = {(tier, kind): _derived(_RECENT_BINS, kind, tier) for tier in TIERS for kind in RECENT_BINS_KINDS}
 CANDLES_DERIVED_SQL = {(tier, kind): _derived(_WALK, kind, tier) for tier in TIERS for kind in KINDS}
 CANDLES_PAGE_END_SQL = {(tier, kind): _derived(_PAGE_END, kind, tier) for tier in TIERS for kind in KINDS}
@@ -521,16 +522,18 @@ ARITY.update({DECIMAL_SQL[sql]: arity for sql, arity in ARITY.items() if sql in 
 def candle_tier(interval: Interval, zone: TimeZone) -> str:
     """The coarsest stored tier whose buckets each fall inside one bucket of the interval in the zone: UTC days
     for day, week and month intervals in UTC; UTC hours for whole hours and calendar intervals in zones whose
-    offsets are whole hours (local midnights are then UTC hours); minutes otherwise (e.g. Asia/Kolkata, +05:30)."""
-    minutes = interval.minutes
-    if minutes is not None and minutes % 60:
-        return "ohlc_1m"
+    offsets are whole hours (local midnights are then UTC hours); quarter hours likewise (15m, 30m, and any
+    interval in Asia/Kolkata, +05:30); minutes otherwise."""
     if interval.unit in "dwM" and zone.name == "UTC":
         return "ohlc_1d"
-    return "ohlc_1h" if whole_hour_offsets(zone) else "ohlc_1m"
+    minutes = interval.minutes
+    for tier, step in (("ohlc_1h", 60), ("ohlc_15m", 15)):
+        if (minutes is None or minutes % step == 0) and offsets_in_steps(zone, timedelta(minutes=step)):
+            return tier
+    return "ohlc_1m"
 
 
-TIER_MINUTES = {"ohlc_1m": 1, "ohlc_1h": 60, "ohlc_1d": 24 * 60}
+TIER_MINUTES = {"ohlc_1m": 1, "ohlc_15m": 15, "ohlc_1h": 60, "ohlc_1d": 24 * 60}
 
 
 def rows_per_bucket(interval: Interval, kind: str, tier: str) -> int | None:
@@ -666,7 +669,6 @@ class History:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.hour_cache = HourCache()
 
     async def _fetch(self, sql: str, *args: object, deadline: float | None) -> list[asyncpg.Record]:
         conn = await self.pool.acquire(timeout=remaining(deadline))
@@ -732,17 +734,13 @@ class History:
         conn = await self.pool.acquire(timeout=remaining(deadline))
         try:
             rows = await conn.fetch(TICKER_SQL, list(symbols), *window_arguments(window), timeout=remaining(deadline))
-            hours = window.hours()
-            listed = list(dict.fromkeys(row["symbol"] for row in rows))
-            missing = self.hour_cache.missing(listed, hours) if hours else []
-            if missing:
-                await self.hour_cache.load(conn, missing, hours[0], hours[-1] + 3600 * 1_000_000, remaining(deadline))
         finally:
             await self.pool.release(conn, timeout=RELEASE_TIMEOUT_SECONDS)
+        listed = list(dict.fromkeys(row["symbol"] for row in rows))
         if symbols and len(listed) < len(symbols):
             raise SymbolNotFound([s for s in symbols if s not in set(listed)])
         response = query_pb2.GetTickerResponse()
-        build_tickers(response.items, window_size, window, rows, self.hour_cache)
+        build_tickers(response.items, window_size, window, rows)
         return response
 
     async def history(self, q: HistoryQuery, deadline: float | None,

@@ -111,16 +111,16 @@ def parse_time_zone(text: str) -> TimeZone | None:
     return None
 
 
-@lru_cache(maxsize=512)
-def whole_hour_offsets(zone: TimeZone) -> bool:
-    """Whether every local midnight and hour of the zone is a UTC hour: its offset was a whole number of hours
-    at every moment from 1970 to 2100 (sampled weekly; an offset lasts months or years)."""
+@lru_cache(maxsize=1024)
+def offsets_in_steps(zone: TimeZone, step: timedelta) -> bool:
+    """Whether every local boundary of `step` (15 minutes, an hour) in the zone is a UTC one: its offset was a
+    multiple of step at every moment from 1970 to 2100 (sampled weekly; an offset lasts months or years)."""
     if isinstance(zone.tzinfo, timezone):
-        return zone.tzinfo.utcoffset(None) % timedelta(hours=1) == timedelta(0)
+        return zone.tzinfo.utcoffset(None) % step == timedelta(0)
     moment, last = datetime(1970, 1, 1, 12, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
     while moment < last:
         offset = moment.astimezone(zone.tzinfo).utcoffset()
-        if offset is None or offset % timedelta(hours=1):
+        if offset is None or offset % step:
             return False
         moment += timedelta(days=7)
     return True

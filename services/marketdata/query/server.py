@@ -48,7 +48,6 @@ async def serve(settings: Settings) -> None:
     host = GrpcServiceHost(settings=settings, port=settings.query_port, port_setting="QUERY_PORT")
     history = History(pool)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(settings, history, hub), host.server)
-    host.add_background(history.hour_cache.refresh_forever(pool), "ticker-hour-cache")
     host.add_service(SERVICE_NAME)
     host.add_dependency("postgres", SchemaCheck(pool, required_version))
 

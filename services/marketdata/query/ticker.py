@@ -4,24 +4,18 @@ The window is cut into pieces, each read from the cheapest source that is exact 
 
     [start, first_minute)          ticks_history (the partial minute at the window's start)
     [first_minute, first_hour)     ohlc_1m
-    [first_hour, settled_end)      whole hours that settled (ended more than SETTLE ago): HourCache
-    [settled_end, last_minute)     ohlc_1m (the last 10 to 70 minutes)
+    [first_hour, last_hour)        ohlc_1h (the whole hours)
+    [last_hour, last_minute)       ohlc_1m
     [last_minute, end]             ticks_history (the current minute)
 
-ohlc_1m keeps open/close exactly by (event_time, trade_id), sums and extremes, so the minutes and hours
-combine into the same figures a computation over every tick gives. Per request the database reads at most
-~130 minute rows and two minutes of ticks per symbol, whatever the window and the tick rate.
-
-The trade-off: settled hours come from an in-process cache that a background task re-reads every
-HOUR_CACHE_REFRESH_SECONDS. A trade arriving more than 10 minutes late for an hour already cached (or a
-Rebuild of an old range) reaches the ticker within that period; everything else (the last 10 to 70 minutes,
-the window's edges) is read at request time.
+The candle tiers keep open/close exactly by (event_time, trade_id), sums and extremes, and the aggregator
+folds them in the transaction that stores the ticks, so the pieces combine into the same figures a
+computation over every tick gives, at once. Per request the database reads at most 118 minute rows, the
+window's hours and two minutes of ticks per symbol, whatever the tick rate.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -29,11 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import asyncpg
-
 from marketdata.v1 import market_pb2
-
-log = logging.getLogger(__name__)
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,12 +34,6 @@ DEFAULT_WINDOW = "1d"
 MAX_TICKER_SYMBOLS = 1000
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
-# An hour is served from the cache once it ended this long ago (so the minutes read per request stay under
-# 70 + 60); trades for it that arrive later still reach the ticker, within HOUR_CACHE_REFRESH_SECONDS.
-SETTLE = timedelta(minutes=10)
-HOUR_CACHE_REFRESH_SECONDS = 30.0
-# Cached symbols nobody asked for in this long are forgotten.
-HOUR_CACHE_IDLE_SECONDS = 300.0
 
 
 def parse_window(text: str) -> timedelta | None:
@@ -79,22 +63,18 @@ class Window:
     end: datetime
     first_minute: datetime
     last_minute: datetime
-    # The cached hours [cached_from, cached_to); empty (equal) when the window holds no settled hour.
-    cached_from: datetime
-    cached_to: datetime
+    # The whole hours [first_hour, last_hour); both at last_minute when the window holds none.
+    first_hour: datetime
+    last_hour: datetime
 
     @classmethod
     def ending(cls, end: datetime, length: timedelta) -> Window:
         start = end - length
         first_minute, last_minute = _ceil(start, MINUTE), _floor(end, MINUTE)
-        cached_from, cached_to = _ceil(first_minute, HOUR), _floor(end - SETTLE, HOUR)
-        if cached_to <= cached_from:
-            cached_from = cached_to = last_minute
-        return cls(start, end, first_minute, last_minute, cached_from, cached_to)
-
-    def hours(self) -> list[int]:
-        """The cached hours, as epoch microseconds."""
-        return list(range(_micros(self.cached_from), _micros(self.cached_to), 3600 * 1_000_000))
+        first_hour, last_hour = _ceil(first_minute, HOUR), _floor(last_minute, HOUR)
+        if last_hour <= first_hour:
+            first_hour = last_hour = last_minute
+        return cls(start, end, first_minute, last_minute, first_hour, last_hour)
 
 
 @dataclass(frozen=True)
@@ -136,21 +116,19 @@ _EDGE_TICKS = """
     FROM ticks_history t
     WHERE t.symbol = s.symbol AND t.event_time >= {lo} AND t.event_time {hi_op} {hi}"""
 
-_MINUTE_RANGE = """
+# Buckets of a tier over a range: their first open and last close by bucket (a bucket's open and close are
+# those of its first and last trade).
+_TIER_RANGE = """
     SELECT {part}, sum(o.trades), sum(o.volume), sum(o.turnover), max(o.high), min(o.low),
-           (SELECT f.open FROM ohlc_1m f WHERE f.symbol = s.symbol AND f.bucket >= {lo} AND f.bucket < {hi}
-            ORDER BY f.bucket LIMIT 1),
-           min(o.open_time),
-           (SELECT l.close FROM ohlc_1m l WHERE l.symbol = s.symbol AND l.bucket >= {lo} AND l.bucket < {hi}
-            ORDER BY l.bucket DESC LIMIT 1),
-           max(o.close_time)
-    FROM ohlc_1m o
+           (array_agg(o.open ORDER BY o.bucket))[1], min(o.open_time),
+           (array_agg(o.close ORDER BY o.bucket DESC))[1], max(o.close_time)
+    FROM {tier} o
     WHERE o.symbol = s.symbol AND o.bucket >= {lo} AND o.bucket < {hi}"""
 
-# $1 symbols (text[]; all active symbols when empty), $2 window start, $3 first whole minute, $4 start of the
-# cached hours, $5 their end, $6 start of the last (partial) minute, $7 window end (inclusive).
-# One row per symbol and non-empty piece (part 1, 2, 4, 5 in time order; 3 is the cache's), and one row with
-# part 0 per symbol, so symbols without trades are listed too.
+# $1 symbols (text[]; all active symbols when empty), $2 window start, $3 first whole minute, $4 first whole
+# hour, $5 end of the whole hours, $6 start of the last (partial) minute, $7 window end (inclusive).
+# One row per symbol and non-empty piece (part 1 to 5 in time order), and one row with part 0 per symbol, so
+# symbols without trades are listed too.
 TICKER_SQL = f"""
 WITH chosen AS (
     SELECT symbol FROM symbols
@@ -165,9 +143,11 @@ CROSS JOIN LATERAL (
   UNION ALL
 {_EDGE_TICKS.format(part=1, lo="$2", hi_op="<", hi="$3")}
   UNION ALL
-{_MINUTE_RANGE.format(part=2, lo="$3", hi="$4")}
+{_TIER_RANGE.format(part=2, tier="ohlc_1m", lo="$3", hi="$4")}
   UNION ALL
-{_MINUTE_RANGE.format(part=4, lo="$5", hi="$6")}
+{_TIER_RANGE.format(part=3, tier="ohlc_1h", lo="$4", hi="$5")}
+  UNION ALL
+{_TIER_RANGE.format(part=4, tier="ohlc_1m", lo="$5", hi="$6")}
   UNION ALL
 {_EDGE_TICKS.format(part=5, lo="$6", hi_op="<=", hi="$7")}
 ) p
@@ -175,85 +155,9 @@ WHERE p.part = 0 OR p.trades > 0
 ORDER BY s.symbol, p.part
 """
 
-# The settled hours of the symbols: $1 symbols, $2 first hour, $3 end of the last.
-HOURS_SQL = f"""
-SELECT symbol, (extract(epoch FROM hour) * 1000000)::int8 AS hour_us, {_PIECE_COLUMNS}
-FROM (
-    SELECT symbol, date_trunc('hour', bucket) AS hour, sum(trades) AS trades, sum(volume) AS volume,
-           sum(turnover) AS turnover, max(high) AS high, min(low) AS low,
-           (array_agg(open ORDER BY bucket))[1] AS open, min(open_time) AS open_time,
-           (array_agg(close ORDER BY bucket DESC))[1] AS close, max(close_time) AS close_time
-    FROM ohlc_1m
-    WHERE symbol = ANY($1::text[]) AND bucket >= $2 AND bucket < $3
-    GROUP BY 1, 2
-) h
-"""
-
-
 def _piece(row: Any) -> Piece:
     return Piece(row["trades"], row["volume"], row["turnover"], row["high"], row["low"], row["open"],
                  row["open_us"], row["close"], row["close_us"])
-
-
-EMPTY = Piece(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0)
-
-
-class HourCache:
-    """Aggregates of settled hours per symbol, read from ohlc_1m on first use and re-read in the background."""
-
-    def __init__(self) -> None:
-        self.hours: dict[str, dict[int, Piece]] = {}
-        self.used: dict[str, float] = {}
-        # Merged spans, (symbol, first hour, last hour) -> Piece: a window slides by minutes, its hours by hours.
-        self.spans: dict[tuple[str, int, int], Piece | None] = {}
-
-    def missing(self, symbols: Sequence[str], hours: Sequence[int]) -> list[str]:
-        return [s for s in symbols if not (cached := self.hours.get(s)) or any(h not in cached for h in hours)]
-
-    async def load(self, conn: asyncpg.Connection, symbols: Sequence[str], first_us: int, end_us: int,
-                   timeout: float | None) -> None:
-        """Reads the hours [first_us, end_us) of the symbols (every hour gets an entry, empty ones too)."""
-        rows = await conn.fetch(HOURS_SQL, list(symbols), EPOCH + timedelta(microseconds=first_us),
-                                EPOCH + timedelta(microseconds=end_us), timeout=timeout)
-        found: dict[str, dict[int, Piece]] = {s: {} for s in symbols}
-        for row in rows:
-            found[row["symbol"]][row["hour_us"]] = _piece(row)
-        self.spans.clear()
-        for symbol, hours in found.items():
-            entry = self.hours.setdefault(symbol, {})
-            for hour in range(first_us, end_us, 3600 * 1_000_000):
-                entry[hour] = hours.get(hour, EMPTY)
-
-    def take(self, symbol: str, hours: Sequence[int]) -> Piece | None:
-        self.used[symbol] = time.monotonic()
-        key = (symbol, hours[0], hours[-1])
-        if key not in self.spans:
-            cached = self.hours[symbol]
-            self.spans[key] = merge(cached[h] for h in hours)
-        return self.spans[key]
-
-    async def refresh(self, pool: asyncpg.Pool) -> None:
-        """Re-reads every cached hour of the symbols asked for recently; forgets the others."""
-        now = time.monotonic()
-        for symbol in [s for s, used in self.used.items() if now - used > HOUR_CACHE_IDLE_SECONDS]:
-            self.used.pop(symbol, None)
-            self.hours.pop(symbol, None)
-        self.spans.clear()
-        by_span: dict[tuple[int, int], list[str]] = {}
-        for symbol, hours in self.hours.items():
-            if hours:
-                by_span.setdefault((min(hours), max(hours) + 3600 * 1_000_000), []).append(symbol)
-        for (first, end), symbols in by_span.items():
-            async with pool.acquire() as conn:
-                await self.load(conn, symbols, first, end, None)
-
-    async def refresh_forever(self, pool: asyncpg.Pool) -> None:
-        while True:
-            await asyncio.sleep(HOUR_CACHE_REFRESH_SECONDS)
-            try:
-                await self.refresh(pool)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("ticker hour cache refresh failed", extra={"error": str(exc)})
 
 
 def set_time_micros(stamp: Any, micros: int) -> None:
@@ -262,18 +166,16 @@ def set_time_micros(stamp: Any, micros: int) -> None:
     stamp.seconds, stamp.nanos = seconds, micro * 1000
 
 
-def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any], cache: HourCache) -> list[str]:
-    """Appends one Ticker per symbol of TICKER_SQL's rows, its pieces merged in time order with the cached
-    hours (which lie between parts 2 and 4); returns the symbols."""
-    hours = window.hours()
-    parts: dict[str, dict[int, Piece]] = {}
+def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any]) -> list[str]:
+    """Appends one Ticker per symbol of TICKER_SQL's rows, its pieces merged in time order; returns the
+    symbols."""
+    parts: dict[str, list[Piece]] = {}
     for row in rows:
-        entry = parts.setdefault(row["symbol"], {})
+        pieces = parts.setdefault(row["symbol"], [])
         if row["part"]:
-            entry[row["part"]] = _piece(row)
-    for symbol, found in parts.items():
-        cached = cache.take(symbol, hours) if hours else None
-        total = merge(p for p in (found.get(1), found.get(2), cached, found.get(4), found.get(5)) if p is not None)
+            pieces.append(_piece(row))
+    for symbol, pieces in parts.items():
+        total = merge(pieces)
         ticker: market_pb2.Ticker = out.add(symbol=symbol, window_size=window_size)
         set_time_micros(ticker.open_time, _micros(window.start))
         set_time_micros(ticker.close_time, _micros(window.end))
@@ -291,7 +193,7 @@ def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any
 
 
 def window_arguments(window: Window) -> tuple[datetime, ...]:
-    return (window.start, window.first_minute, window.cached_from, window.cached_to, window.last_minute,
+    return (window.start, window.first_minute, window.first_hour, window.last_hour, window.last_minute,
             window.end)
 
 

@@ -7,8 +7,8 @@ PARTITIONS_AHEAD_DAYS days (rows of their range already in DEFAULT move into the
 partitions whose whole range is older than the table's retention. `marketdata retention --dry-run` lists
 what would go.
 
-Retention never outruns what a higher tier is built from: ticks are folded into ohlc_1m, ohlc_1h and
-ohlc_1d in the transaction that stores them, so every tier of a period exists before its source can expire,
+Retention never outruns what a higher tier is built from: ticks are folded into ohlc_1m, ohlc_15m, ohlc_1h
+and ohlc_1d in the transaction that stores them, so every tier of a period exists before its source can expire,
 and the settings refuse minute rollups kept for less time than ticks (Rebuild recomputes minutes from ticks,
 and hours and days from minutes). The hour and day tiers are kept for ever; rows in DEFAULT partitions (far
 past or future ticks) are never dropped.
