@@ -157,8 +157,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                      "unit": "x", "target": f">= {SCALE_INGEST_RATIO} with >= {SCALE_MIN_TICKS:,} stored",
                      "met": bool(scale["ingest_ratio"] and scale["ingest_ratio"] >= SCALE_INGEST_RATIO
                                  and stored >= SCALE_MIN_TICKS), "ceiling": None, "ratio": None})
-        worst = max(scale["history"].items(), key=lambda kv: kv[1]["p99_ms"])
-        rows.append({"name": f"GetHistory 500 candles p99, worst of 1m..1w ({worst[0]}), {stored:,} stored",
+        # The target's cases: every interval in UTC (the zone cases, named with their zone, are reported apart).
+        utc = {name: case for name, case in scale["history"].items() if len(name.split()) == 3}
+        worst = max(utc.items(), key=lambda kv: kv[1]["p99_ms"])
+        rows.append({"name": f"GetHistory 500 candles p99, worst of 1m..1w in UTC ({worst[0]}), {stored:,} stored",
                      "figure": worst[1]["p99_ms"], "unit": "ms", "target": f"<= {QUERY_P99_TARGET_MS:g} ms every interval",
                      "met": bool(worst[1]["p99_ms"] <= QUERY_P99_TARGET_MS and stored >= SCALE_MIN_TICKS),
                      "ceiling": None, "ratio": None})

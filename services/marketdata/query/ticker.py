@@ -1,24 +1,27 @@
 """The rolling-window ticker (GetTicker): statistics of each symbol's trades over [now - window, now].
 
-The window is cut into pieces, each read from the cheapest source that is exact for it:
+The window is cut at whole minutes, quarter hours and hours, and each piece is read from the coarsest
+source that is exact for it:
 
-    [start, first_minute)          ticks_history (the partial minute at the window's start)
-    [first_minute, first_hour)     ohlc_1m
-    [first_hour, last_hour)        ohlc_1h (the whole hours)
-    [last_hour, last_minute)       ohlc_1m
-    [last_minute, end]             ticks_history (the current minute)
+    [start, first minute)                ticks_history (the partial minute at the window's start)
+    [first minute, first quarter hour)   ohlc_1m
+    [first quarter hour, first hour)     ohlc_15m
+    [first hour, last hour)              ohlc_1h (the whole hours)
+    [last hour, last quarter hour)       ohlc_15m
+    [last quarter hour, last minute)     ohlc_1m
+    [last minute, end]                   ticks_history (the current minute)
 
 The candle tiers keep open/close exactly by (event_time, trade_id), sums and extremes, and the aggregator
 folds them in the transaction that stores the ticks, so the pieces combine into the same figures a
-computation over every tick gives, at once. Per request the database reads at most 118 minute rows, the
-window's hours and two minutes of ticks per symbol, whatever the tick rate.
+computation over every tick gives, at once. Per symbol the database reads at most 28 minute rows, 6 quarter
+hours, the window's hours and two minutes of ticks, whatever the tick rate.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -57,55 +60,31 @@ def _micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+# The pieces of a window in time order: the edges of each come from Window.cuts.
+PIECE_SOURCES = ("ticks_history", "ohlc_1m", "ohlc_15m", "ohlc_1h", "ohlc_15m", "ohlc_1m", "ticks_history")
+TIER_STEPS = (MINUTE, 15 * MINUTE, HOUR)
+
+
 @dataclass(frozen=True)
 class Window:
     start: datetime
     end: datetime
-    first_minute: datetime
-    last_minute: datetime
-    # The whole hours [first_hour, last_hour); both at last_minute when the window holds none.
-    first_hour: datetime
-    last_hour: datetime
+    # The edges of the pieces of PIECE_SOURCES: start, the first whole minute, quarter hour and hour, then the
+    # last whole hour, quarter hour and minute (their starts), end.
+    cuts: tuple[datetime, ...]
 
     @classmethod
     def ending(cls, end: datetime, length: timedelta) -> Window:
         start = end - length
-        first_minute, last_minute = _ceil(start, MINUTE), _floor(end, MINUTE)
-        first_hour, last_hour = _ceil(first_minute, HOUR), _floor(last_minute, HOUR)
-        if last_hour <= first_hour:
-            first_hour = last_hour = last_minute
-        return cls(start, end, first_minute, last_minute, first_hour, last_hour)
+        left, right = [start], [end]
+        for step in TIER_STEPS:
+            ceil, floor = _ceil(left[-1], step), _floor(right[-1], step)
+            if ceil > floor:  # no whole step inside: this tier's pieces are empty, the finer ones meet
+                ceil = floor = left[-1]
+            left.append(ceil)
+            right.append(floor)
+        return cls(start, end, (*left, *reversed(right)))
 
-
-@dataclass(frozen=True)
-class Piece:
-    """Aggregates of one symbol over part of the window (prices and volumes as doubles, times in µs)."""
-
-    trades: int
-    volume: float
-    turnover: float
-    high: float
-    low: float
-    open: float
-    open_us: int
-    close: float
-    close_us: int
-
-
-def merge(pieces: Iterable[Piece]) -> Piece | None:
-    """The aggregates of consecutive pieces, in time order."""
-    found = [p for p in pieces if p.trades]
-    if not found:
-        return None
-    return Piece(trades=sum(p.trades for p in found), volume=sum(p.volume for p in found),
-                 turnover=sum(p.turnover for p in found), high=max(p.high for p in found),
-                 low=min(p.low for p in found), open=found[0].open, open_us=found[0].open_us,
-                 close=found[-1].close, close_us=found[-1].close_us)
-
-
-_PIECE_COLUMNS = """trades::int8, volume::float8, turnover::float8, high::float8, low::float8, open::float8,
-       (extract(epoch FROM open_time) * 1000000)::int8 AS open_us, close::float8,
-       (extract(epoch FROM close_time) * 1000000)::int8 AS close_us"""
 
 _EDGE_TICKS = """
     SELECT {part} AS part, count(*) AS trades, sum(t.size) AS volume, sum(t.price * t.size) AS turnover,
@@ -125,39 +104,35 @@ _TIER_RANGE = """
     FROM {tier} o
     WHERE o.symbol = s.symbol AND o.bucket >= {lo} AND o.bucket < {hi}"""
 
-# $1 symbols (text[]; all active symbols when empty), $2 window start, $3 first whole minute, $4 first whole
-# hour, $5 end of the whole hours, $6 start of the last (partial) minute, $7 window end (inclusive).
-# One row per symbol and non-empty piece (part 1 to 5 in time order), and one row with part 0 per symbol, so
-# symbols without trades are listed too.
+
+
+def _piece_sql(part: int, source: str) -> str:
+    lo, hi = f"${part + 1}", f"${part + 2}"
+    if source == "ticks_history":  # the last piece ends at the window's end, inclusive
+        return _EDGE_TICKS.format(part=part, lo=lo, hi_op="<=" if part == len(PIECE_SOURCES) else "<", hi=hi)
+    return _TIER_RANGE.format(part=part, tier=source, lo=lo, hi=hi)
+
+
+# $1 symbols (text[]; all active symbols when empty), $2..$9 the window's cuts.
+# One row per symbol: its pieces with trades merged in time order (part order), sums exact in numeric; a
+# symbol without trades in the window has trades 0 and NULLs.
 TICKER_SQL = f"""
 WITH chosen AS (
     SELECT symbol FROM symbols
     WHERE CASE WHEN cardinality($1::text[]) = 0 THEN active ELSE symbol = ANY($1::text[]) END
 )
-SELECT s.symbol, p.part, {_PIECE_COLUMNS}
+SELECT s.symbol, coalesce(sum(p.trades), 0)::int8 AS trades, coalesce(sum(p.volume), 0)::float8 AS volume,
+       coalesce(sum(p.turnover), 0)::float8 AS turnover, max(p.high)::float8 AS high, min(p.low)::float8 AS low,
+       (array_agg(p.open ORDER BY p.part))[1]::float8 AS open,
+       (extract(epoch FROM min(p.open_time)) * 1000000)::int8 AS open_us,
+       (array_agg(p.close ORDER BY p.part DESC))[1]::float8 AS close,
+       (extract(epoch FROM max(p.close_time)) * 1000000)::int8 AS close_us
 FROM chosen s
-CROSS JOIN LATERAL (
-    SELECT 0 AS part, 0 AS trades, NULL::numeric AS volume, NULL::numeric AS turnover, NULL::numeric AS high,
-           NULL::numeric AS low, NULL::numeric AS open, NULL::timestamptz AS open_time, NULL::numeric AS close,
-           NULL::timestamptz AS close_time
-  UNION ALL
-{_EDGE_TICKS.format(part=1, lo="$2", hi_op="<", hi="$3")}
-  UNION ALL
-{_TIER_RANGE.format(part=2, tier="ohlc_1m", lo="$3", hi="$4")}
-  UNION ALL
-{_TIER_RANGE.format(part=3, tier="ohlc_1h", lo="$4", hi="$5")}
-  UNION ALL
-{_TIER_RANGE.format(part=4, tier="ohlc_1m", lo="$5", hi="$6")}
-  UNION ALL
-{_EDGE_TICKS.format(part=5, lo="$6", hi_op="<=", hi="$7")}
-) p
-WHERE p.part = 0 OR p.trades > 0
-ORDER BY s.symbol, p.part
+LEFT JOIN LATERAL (
+{"  UNION ALL".join(_piece_sql(part, source) + chr(10) for part, source in enumerate(PIECE_SOURCES, 1))}) p ON p.trades > 0
+GROUP BY s.symbol
+ORDER BY s.symbol
 """
-
-def _piece(row: Any) -> Piece:
-    return Piece(row["trades"], row["volume"], row["turnover"], row["high"], row["low"], row["open"],
-                 row["open_us"], row["close"], row["close_us"])
 
 
 def set_time_micros(stamp: Any, micros: int) -> None:
@@ -166,35 +141,27 @@ def set_time_micros(stamp: Any, micros: int) -> None:
     stamp.seconds, stamp.nanos = seconds, micro * 1000
 
 
-def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any]) -> list[str]:
-    """Appends one Ticker per symbol of TICKER_SQL's rows, its pieces merged in time order; returns the
-    symbols."""
-    parts: dict[str, list[Piece]] = {}
-    for row in rows:
-        pieces = parts.setdefault(row["symbol"], [])
-        if row["part"]:
-            pieces.append(_piece(row))
-    for symbol, pieces in parts.items():
-        total = merge(pieces)
+def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any]) -> None:
+    """Appends one Ticker per row of TICKER_SQL."""
+    start_us, end_us = _micros(window.start), _micros(window.end)
+    for symbol, trades, volume, turnover, high, low, open_, open_us, close, close_us in rows:
         ticker: market_pb2.Ticker = out.add(symbol=symbol, window_size=window_size)
-        set_time_micros(ticker.open_time, _micros(window.start))
-        set_time_micros(ticker.close_time, _micros(window.end))
-        if total is None:
+        set_time_micros(ticker.open_time, start_us)
+        set_time_micros(ticker.close_time, end_us)
+        if not trades:
             continue
-        ticker.trades, ticker.volume, ticker.quote_volume = total.trades, total.volume, total.turnover
-        ticker.last, ticker.open, ticker.high, ticker.low = total.close, total.open, total.high, total.low
-        ticker.change = total.close - total.open
-        ticker.change_percent = ticker.change / total.open * 100
-        if total.volume > 0:
-            ticker.vwap = total.turnover / total.volume
-        set_time_micros(ticker.first_trade_time, total.open_us)
-        set_time_micros(ticker.last_trade_time, total.close_us)
-    return list(parts)
+        ticker.trades, ticker.volume, ticker.quote_volume = trades, volume, turnover
+        ticker.last, ticker.open, ticker.high, ticker.low = close, open_, high, low
+        ticker.change = close - open_
+        ticker.change_percent = ticker.change / open_ * 100
+        if volume > 0:
+            ticker.vwap = turnover / volume
+        set_time_micros(ticker.first_trade_time, open_us)
+        set_time_micros(ticker.last_trade_time, close_us)
 
 
 def window_arguments(window: Window) -> tuple[datetime, ...]:
-    return (window.start, window.first_minute, window.first_hour, window.last_hour, window.last_minute,
-            window.end)
+    return window.cuts
 
 
 def now_utc() -> datetime:
