@@ -30,7 +30,7 @@ SCALE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
 SCALE_CASES = [("ohlc1m", interval, "") for interval in SCALE_INTERVALS]
 # A DST zone (hour tier) and a half-hour zone (minute tier).
 SCALE_CASES += [("ohlc1m", interval, zone) for zone in ("Europe/Berlin", "Asia/Kolkata") for interval in ("1h", "1d", "1w")]
-TABLES = ("ticks_raw", "ticks_history", "ohlc_1m", "metrics_1m", "ohlc_1h", "ohlc_1d")
+TABLES = ("ticks_raw", "ticks_history", "ohlc_1m", "metrics_1m", "ohlc_15m", "ohlc_1h", "ohlc_1d")
 COPY_CHUNK_LINES = 20_000
 
 
@@ -64,7 +64,7 @@ async def seed(database_url: str, ticks: int, symbols: list[str], days: int,
                log: Callable[[str], None]) -> dict[str, Any]:
     end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
-    per_symbol = max(1, ticks // (days * len(symbols)))
+    per_symbol = max(1, -(-ticks // (days * len(symbols))))  # rounded up: at least `ticks` are seeded
     pool = await asyncpg.create_pool(database_url, min_size=2, max_size=2, command_timeout=3600)
     started = time.perf_counter()
     try:

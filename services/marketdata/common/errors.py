@@ -44,11 +44,6 @@ def invalid_argument_status(violations: list[tuple[str, str]], summary: str | No
     return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=summary, details=[detail])
 
 
-async def abort_invalid(context: grpc.aio.ServicerContext, field_path: str, description: str) -> None:
-    """Aborts the call with INVALID_ARGUMENT for a single field."""
-    await context.abort_with_status(rpc_status.to_status(invalid_argument_status([(field_path, description)])))
-
-
 def field_violations_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[tuple[str, str]]:
     """Reads the BadRequest field violations out of a client-side error (used by the edge and the tests)."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]

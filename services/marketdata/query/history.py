@@ -91,7 +91,6 @@ NUMBERS = ("number", "string")
 DEFAULT_LIMIT = 100
 # Time a pooled connection gets to settle (finish a cancelled query, reset) before it is reused.
 RELEASE_TIMEOUT_SECONDS = 5.0
-SMA_PERIOD = 10
 PAGE_TOKEN_VERSION = 1
 
 
