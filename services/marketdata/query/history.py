@@ -45,7 +45,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -67,17 +67,17 @@ from marketdata.query.intervals import (
     parse_time_zone,
 )
 from marketdata.query.ticker import (
+    EPOCH,
     TICKER_SQL,
+    UTC,
     Window,
     build_tickers,
     now_utc,
     set_time_micros,
-    window_arguments,
+    to_micros,
 )
 from marketdata.v1 import market_pb2, query_pb2
 
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # asyncpg encodes these two values as PostgreSQL's -infinity / infinity.
 NEGATIVE_INFINITY = datetime(1, 1, 1, tzinfo=UTC)
 INFINITY = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -127,17 +127,13 @@ class HistoryQuery:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
 def _from_micros(micros: int) -> datetime:
     return min(max(EPOCH + timedelta(microseconds=micros), NEGATIVE_INFINITY), INFINITY)
 
 
 def encode_page_token(query: HistoryQuery, moment: datetime, trade_id: str = "") -> str:
     """A token for the page after `query`'s in its order, bounded at (moment, trade_id)."""
-    payload = {"v": PAGE_TOKEN_VERSION, "o": query.order, "t": _micros(moment), "q": query.digest}
+    payload = {"v": PAGE_TOKEN_VERSION, "o": query.order, "t": to_micros(moment), "q": query.digest}
     if trade_id:
         payload["id"] = trade_id
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
@@ -737,7 +733,7 @@ class History:
         # Many symbols: two halves on two connections, which PostgreSQL reads on two cores at once.
         halves = ([list(symbols)] if len(symbols) < TICKER_SPLIT_SYMBOLS
                   else [list(symbols[:len(symbols) // 2]), list(symbols[len(symbols) // 2:])])
-        parts = await asyncio.gather(*(self._fetch(TICKER_SQL, half, *window_arguments(window), deadline=deadline)
+        parts = await asyncio.gather(*(self._fetch(TICKER_SQL, half, *window.cuts, deadline=deadline)
                                        for half in halves))
         rows = [row for part in parts for row in part]
         if symbols and len(rows) < len(symbols):

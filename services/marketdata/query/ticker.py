@@ -56,7 +56,7 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
     return moment - (moment - EPOCH) % step
 
 
-def _micros(moment: datetime) -> int:
+def to_micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
@@ -143,7 +143,7 @@ def set_time_micros(stamp: Any, micros: int) -> None:
 
 def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any]) -> None:
     """Appends one Ticker per row of TICKER_SQL."""
-    start_us, end_us = _micros(window.start), _micros(window.end)
+    start_us, end_us = to_micros(window.start), to_micros(window.end)
     for symbol, trades, volume, turnover, high, low, open_, open_us, close, close_us in rows:
         ticker: market_pb2.Ticker = out.add(symbol=symbol, window_size=window_size)
         set_time_micros(ticker.open_time, start_us)
@@ -158,10 +158,6 @@ def build_tickers(out: Any, window_size: str, window: Window, rows: Sequence[Any
             ticker.vwap = turnover / volume
         set_time_micros(ticker.first_trade_time, open_us)
         set_time_micros(ticker.last_trade_time, close_us)
-
-
-def window_arguments(window: Window) -> tuple[datetime, ...]:
-    return window.cuts
 
 
 def now_utc() -> datetime:
