@@ -60,7 +60,7 @@ def test_dev_image_wrapper_passes_sigterm_and_exits_zero(images):
     name = f"mdimg{int(time.time())}-feeder"
     docker("run", "-d", "--name", name, "--user", "10001:10001", "--cap-drop", "ALL", "--read-only",
            "--tmpfs", "/tmp:rw,exec,mode=0777", "-e", "METRICS_PORT=9090", "-e", "INGEST_ADDR=127.0.0.1:1",
-           images.dev, "feeder")
+           "-e", "FEEDER_API_KEY=test-key", images.dev, "feeder")
     container = Container(name)
     try:
         deadline = time.monotonic() + 30

@@ -34,7 +34,8 @@ def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> N
 
 def test_defaults_and_key_list() -> None:
     settings = load_settings({"API_KEYS": " a , b ,", "DATABASE_URL": "postgresql://x/y"})
-    assert settings.api_keys == ("a", "b")
+    assert settings.api_keys == ("a", "b") == settings.require_api_keys()
+    assert load_settings({}).api_keys == ()
     assert settings.ingest_port == 50051 and settings.edge_port == 8080
     assert settings.live_subject("BTCUSDT") == "md.live.BTCUSDT"
 
@@ -60,3 +61,22 @@ def test_service_without_database_url_says_how_to_get_one() -> None:
     result = subprocess.run([sys.executable, "-m", "marketdata", "aggregator"], env=env, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode != 0 and "DATABASE_URL is not set" in result.stderr
+
+
+@pytest.mark.parametrize("command,variable", [("ingest", "API_KEYS"), ("feeder", "FEEDER_API_KEY")])
+def test_a_service_without_api_keys_says_how_to_set_them(command: str, variable: str) -> None:
+    # No silent development key outside `marketdata dev`: ingest would accept it, the feeder would send it.
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEYS", "API_KEY", "FEEDER_API_KEY")}
+    env.update({"DATABASE_URL": "postgresql://127.0.0.1/x", "METRICS_PORT": "0"})
+    result = subprocess.run([sys.executable, "-m", "marketdata", command], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0
+    assert f"configuration error: {variable} is not set" in result.stderr and "marketdata dev" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_bad_value_is_named_at_once() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({"INGEST_PORT": "0", "LOG_LEVEL": "LOUD"})
+    assert str(error.value) == ("INGEST_PORT='0': must be an integer from 1 to 65535; "
+                                "LOG_LEVEL='LOUD': must be one of debug, info, warning, error")

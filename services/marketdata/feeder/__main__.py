@@ -11,7 +11,7 @@ import os
 import sys
 
 from marketdata.common import rules
-from marketdata.common.config import Settings
+from marketdata.common.config import Settings, SettingsError
 from marketdata.common.runner import run_service
 from marketdata.feeder.feeder import FeederOptions, serve
 from marketdata.feeder.generator import DEFAULT_SPECS, DEFAULT_SYMBOLS, spec_for
@@ -76,14 +76,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def options_from(args: argparse.Namespace, settings: Settings) -> FeederOptions:
+    api_key = args.api_key or next(iter(settings.api_keys), None)
+    if not api_key:
+        raise SettingsError("FEEDER_API_KEY is not set: give the key to send in x-api-key (FEEDER_API_KEY, "
+                            "--api-key, or API_KEYS whose first key is sent), or run `marketdata dev`, which sets one")
     return FeederOptions(
         specs=[spec_for(s) for s in args.symbols],
+        api_key=api_key,
         rate=args.rate,
         duration=args.duration,
         seed=args.seed,
         batch_interval=args.batch_interval,
         transport=args.transport,
-        api_key=args.api_key or settings.api_keys[0],
         ingest_addr=args.ingest_addr or settings.ingest_addr,
         edge_url=args.edge_url or f"http://127.0.0.1:{settings.edge_port}",
         progress=args.progress,

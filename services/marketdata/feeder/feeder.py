@@ -3,6 +3,8 @@
 Delivery is at-least-once without duplicates of what was acknowledged: a batch that failed with a retryable
 error (ingest or NATS unavailable, a timeout, a broken stream) is sent again, the very same trades with the
 same trade ids, until it is acknowledged; ingest, JetStream and the aggregator drop the copies by trade id.
+A brief UNAVAILABLE of a unary call is retried by the gRPC channel itself (the retry policy of common.channels);
+the loops here outlast longer outages, and cover the stream and REST transports.
 """
 
 from __future__ import annotations
@@ -68,12 +70,12 @@ class RejectedBatchError(RuntimeError):
 @dataclass
 class FeederOptions:
     specs: list[SymbolSpec]
+    api_key: str  # sent in x-api-key
     rate: float = 50.0
     duration: float | None = None  # seconds; None = until stopped
     seed: int | None = None
     batch_interval: float = 0.2
     transport: str = "grpc"  # grpc | stream | rest
-    api_key: str = "dev-key"
     ingest_addr: str = "127.0.0.1:50051"
     edge_url: str = "http://127.0.0.1:8080"
     source: str = "feeder"

@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from marketdata.common.config import Settings
 from marketdata.common.database import CONNECTION_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
-from marketdata.common.nats import NatsConnection, ensure_streams
+from marketdata.common.nats import NATS_ERRORS, NatsConnection, ensure_streams
 from marketdata.ingest.auth import ApiKeyInterceptor
 from marketdata.ingest.publisher import JetStreamUnavailable, PublishResult, TickPublisher
 from marketdata.ingest.registry import SymbolRegistry
@@ -100,7 +100,7 @@ async def serve(settings: Settings) -> None:
     required_schema = latest_version(migrations_directory(settings.migrations_dir))
     host = GrpcServiceHost(
         settings=settings, port=settings.ingest_port, port_setting="INGEST_PORT",
-        interceptors=[ApiKeyInterceptor(settings.api_keys, f"/{SERVICE_NAME}/")])
+        interceptors=[ApiKeyInterceptor(settings.require_api_keys(), f"/{SERVICE_NAME}/")])
     nats = NatsConnection(settings.nats_url, "ingest")
     pool = await create_pool(dsn, max_size=settings.pool_size_for("ingest"), application_name="marketdata-ingest")
     registry = SymbolRegistry(pool, dsn)
@@ -113,7 +113,7 @@ async def serve(settings: Settings) -> None:
             try:
                 await ensure_streams(client, settings)
                 streams_ready = True
-            except Exception as exc:  # noqa: BLE001 - NATS away or JetStream disabled: say so and retry
+            except NATS_ERRORS as exc:  # NATS away or JetStream disabled: say so and retry
                 log.warning("cannot create the JetStream streams", extra={"error": str(exc)})
                 await asyncio.sleep(1)
 
