@@ -18,7 +18,7 @@ from marketdata.common.embedded import free_port
 from marketdata.common.errors import invalid_argument_status
 from marketdata.common.nats import NatsConnection
 from marketdata.edge import server
-from marketdata.edge.sse import LiveHub
+from marketdata.edge.sse import create_feed
 from marketdata.v1 import market_pb2, query_pb2
 from tests.edge.test_gateway_unit import STATUS_TABLE
 
@@ -62,7 +62,7 @@ async def fake_edge() -> AsyncIterator[tuple[httpx.AsyncClient, FakeQuery]]:
     await grpc_server.start()
     # A deadline that leaves the channel's retries of UNAVAILABLE (three attempts) room on a loaded machine.
     settings = load_settings({"QUERY_ADDR": f"127.0.0.1:{port}", "REQUEST_TIMEOUT_SECONDS": "2"})
-    hub = LiveHub(NatsConnection("nats://127.0.0.1:1", "test"), settings.live_subject, max_streams=1)
+    hub = create_feed(NatsConnection("nats://127.0.0.1:1", "test"), settings)
     upstreams = server.Upstreams(server.upstream_addresses(settings))
     app = server.create_app(server.Edge(settings, server.load_document(), upstreams, hub))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as client:

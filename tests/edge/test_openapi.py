@@ -16,7 +16,7 @@ from marketdata.common.config import load_settings
 from marketdata.common.nats import NatsConnection
 from marketdata.edge import server
 from marketdata.edge.gateway import annotated_routes
-from marketdata.edge.sse import LiveHub
+from marketdata.edge.sse import create_feed
 from marketdata.v1 import query_pb2
 from tests.support.stack import EdgeStack
 
@@ -135,6 +135,12 @@ def test_every_error_response_is_a_problem() -> None:
 
 # ---- served routes ↔ annotated RPCs ---------------------------------------------------------------------------
 
+def document_routes(document: dict) -> set[tuple[str, str]]:
+    """(METHOD, path) of every operation of the document: what connexion routes; the running edge's answers
+    on them are checked below (test_the_running_edge_serves_the_generated_document)."""
+    return {(method.upper(), path) for path, methods in document["paths"].items() for method in methods}
+
+
 def route_coverage(served: set[tuple[str, str]]) -> tuple[set, set]:
     """(served /api/v1 routes with no RPC behind them, annotated RPCs with no served route)."""
     annotated = {(verb, path) for verb, path, _ in annotated_routes()}
@@ -143,21 +149,45 @@ def route_coverage(served: set[tuple[str, str]]) -> tuple[set, set]:
     return api - annotated - edge_own, annotated - served
 
 
-async def app_for(document: dict) -> object:
-    settings = load_settings({})
-    hub = LiveHub(NatsConnection("nats://127.0.0.1:1", "test"), settings.live_subject, max_streams=1)
+async def app_for(document: dict, env: dict[str, str] | None = None) -> object:
+    settings = load_settings(env or {})
+    hub = create_feed(NatsConnection("nats://127.0.0.1:1", "test"), settings)
     edge = server.Edge(settings, document, server.Upstreams(server.upstream_addresses(settings)), hub)
     return server.create_app(edge)
 
 
 async def test_served_routes_are_exactly_the_annotated_rpcs() -> None:
-    served = server.served_routes(await app_for(DOCUMENT))
+    served = document_routes(DOCUMENT)
     unbacked, unrouted = route_coverage(served)
     assert not unbacked, f"/api/v1 routes with no RPC behind them: {unbacked}"
     assert not unrouted, f"annotated RPCs with no route: {unrouted}"
     assert len(annotated_routes()) == 6
-    assert {("GET", "/realtime/ticks"), ("GET", "/")} <= served
-    assert ("GET", "/metrics") not in served, "metrics are on the metrics port, not the public one"
+    assert ("GET", "/realtime/ticks") in served
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=await app_for(DOCUMENT)),
+                                 base_url="http://edge") as client:
+        assert (await client.get("/")).status_code == 200
+        # Not on the public port: an operator scrapes the metrics port, the internet does not.
+        assert (await client.get("/metrics")).status_code == 404
+
+
+async def test_the_dashboard_is_served_beside_the_api(tmp_path: Path) -> None:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "app.js").write_text("console.log(1)")
+    (tmp_path / "favicon.svg").write_text("<svg/>")
+    (tmp_path / "index.html").write_text("<html>dashboard</html>")
+    app = await app_for(DOCUMENT, {"WEB_DIST_DIR": str(tmp_path)})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as client:
+        home = await client.get("/")
+        assert home.text == "<html>dashboard</html>" and home.headers["cache-control"] == "no-cache"
+        script = await client.get("/assets/app.js")
+        assert script.text == "console.log(1)" and "javascript" in script.headers["content-type"]
+        assert (await client.get("/assets/app.js", headers={"if-none-match": script.headers["etag"]})).status_code == 304
+        assert (await client.get("/favicon.svg")).text == "<svg/>"
+        missing = await client.get("/assets/nope.js")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert (await client.get("/assets/..%2F..%2Fetc%2Fpasswd")).status_code == 404
+        # The dashboard's routes do not shadow the API's.
+        assert (await client.get("/api/v1/health/liveness")).json() == {"status": "alive"}
 
 
 async def test_route_coverage_catches_a_route_without_rpc_and_an_rpc_without_route() -> None:
@@ -166,7 +196,8 @@ async def test_route_coverage_catches_a_route_without_rpc_and_an_rpc_without_rou
     document["paths"]["/api/v1/extra"] = {"get": {**document["paths"]["/api/v1/health/liveness"]["get"]}}
     # ...and an annotated RPC dropped from the document.
     del document["paths"]["/api/v1/symbols"]
-    unbacked, unrouted = route_coverage(server.served_routes(await app_for(document)))
+    await app_for(document)  # the edge takes the document
+    unbacked, unrouted = route_coverage(document_routes(document))
     assert unbacked == {("GET", "/api/v1/extra")}
     assert unrouted == {("GET", "/api/v1/symbols")}
 

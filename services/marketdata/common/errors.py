@@ -1,4 +1,5 @@
-"""gRPC errors with google.rpc details: INVALID_ARGUMENT carries a BadRequest naming every bad field."""
+"""Errors: gRPC errors with google.rpc details (INVALID_ARGUMENT carries a BadRequest naming every bad field), and
+the exit of a server that cannot listen."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+
+class PortInUseError(SystemExit):
+    """A server (gRPC or the HTTP edge) cannot listen: the process exits naming the setting that moves it."""
+
+    def __init__(self, host: str, port: int, setting: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: port {port} is already in use or not allowed "
+                         f"(set {setting} to another port)")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -81,12 +82,6 @@ HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Content Too Large",
-           415: "Unsupported Media Type", 429: "Too Many Requests", 499: "Client Closed Request",
-           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
-
 UPSTREAM_LATENCY = Histogram(
     "edge_grpc_client_seconds", "Duration of the gRPC calls the edge makes for REST operations",
     ["grpc_method", "grpc_code"],
@@ -107,11 +102,19 @@ def grpc_code_for(status: int) -> grpc.StatusCode:
 Violations = Iterable[tuple[str, str]]
 
 
+def reason(status: int) -> str:
+    """The reason phrase of an HTTP status; "Error" for one outside the standard (499)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def problem_body(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
                  violations: Violations = (), title: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": title or REASONS.get(status, "Error"),
+        "title": title or reason(status),
         "status": status,
         "detail": detail,
         "grpcCode": (grpc_code or grpc_code_for(status)).name,
@@ -136,7 +139,7 @@ class EdgeProblem(ProblemException):
 
     def __init__(self, status: int, detail: str, *, violations: Violations = (),
                  grpc_code: grpc.StatusCode | None = None, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status=status, title=REASONS.get(status, "Error"), detail=detail,
+        super().__init__(status=status, title=reason(status), detail=detail,
                          headers=dict(headers or {}))
         self.violations = list(violations)
         self.grpc_code = grpc_code
@@ -162,10 +165,12 @@ def problem_from_exception(exc: Exception) -> Response:
                                 title=exc.title if exc.title else None)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
-        return problem_response(status, str(getattr(exc, "detail", "") or REASONS.get(status, "")),
+        return problem_response(status, str(getattr(exc, "detail", "") or reason(status)),
                                 headers=getattr(exc, "headers", None))
-    log.error("unhandled error", exc_info=exc)
-    return problem_response(500, "internal error", grpc_code=grpc.StatusCode.INTERNAL)
+    # The client gets the request id to quote, never the exception's text; the log has both.
+    request_id = REQUEST_ID.get()
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+    return problem_response(500, f"internal error (request id {request_id})", grpc_code=grpc.StatusCode.INTERNAL)
 
 
 # ---- validation with field names ---------------------------------------------------------------------------

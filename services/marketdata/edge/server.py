@@ -12,7 +12,6 @@ Routes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -20,7 +19,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,24 +31,26 @@ from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionResponse
 from connexion.middleware import MiddlewarePosition
-from connexion.middleware.routing import RoutingMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge, Histogram
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.routing import Mount, Route
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from marketdata.common import rules
 from marketdata.common.config import Settings
+from marketdata.common.errors import PortInUseError
+from marketdata.common.live import LiveFeed, LiveFull, LiveUnavailable, Subscriber
 from marketdata.common.metrics import serve_metrics
 from marketdata.common.nats import NatsConnection
+from marketdata.common.tracing import trace_http
 from marketdata.edge import gateway
 from marketdata.edge.gateway import (
     PROBLEM_MEDIA_TYPE,
@@ -62,8 +63,8 @@ from marketdata.edge.gateway import (
     problem_from_exception,
     problem_response,
 )
+from marketdata.edge.sse import RETRY_MILLISECONDS, create_feed, encode_frame, frames, open_stream
 from marketdata.edge.webhook import INGEST_SERVICE, TickWebhook, tick_schema_validator
-from marketdata.edge.sse import RETRY_MILLISECONDS, Client, HubFull, HubUnavailable, LiveHub, encode_frame
 from marketdata.v1 import query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,6 @@ HTTP_REQUESTS = Counter("edge_http_requests_total", "HTTP requests answered by t
 HTTP_LATENCY = Histogram("edge_http_request_seconds", "Time to the response head of HTTP requests",
                          ["method", "route"],
                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-SSE_STREAMS = Gauge("edge_sse_streams", "Open Server-Sent Events streams")
-NATS_SUBSCRIPTIONS = Gauge("edge_nats_subscriptions", "NATS subscriptions held for live streams")
 LOOP_TASKS = Gauge("edge_event_loop_tasks", "asyncio tasks alive in the edge's event loop")
 
 
@@ -115,7 +114,7 @@ class Edge:
     settings: Settings
     document: dict[str, Any]
     upstreams: Upstreams
-    hub: LiveHub
+    hub: LiveFeed
     nats: NatsConnection | None = None
     gateway: Gateway = field(init=False)
 
@@ -172,20 +171,18 @@ class Edge:
         request = connexion.request
         last_event_id = request.headers.get("last-event-id")
         try:
-            client, first = await self.hub.open(symbols, last_event_id)
-        except HubFull as exc:
+            client, first = await open_stream(self.hub, symbols, last_event_id)
+        except LiveFull as exc:
             return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
                                     headers={"retry-after": "5"})
-        except HubUnavailable as exc:
+        except LiveUnavailable as exc:
             return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
                                     headers={"retry-after": "2"})
         client.abort = request.scope.get("marketdata.abort")
         return LiveStreamResponse(client, first, self.settings.sse_ping_seconds)
 
     def report_gauges(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The gauges read the hub when scraped (on the metrics server's thread: reads of plain counters)."""
-        SSE_STREAMS.set_function(lambda: self.hub.stream_count)
-        NATS_SUBSCRIPTIONS.set_function(lambda: self.hub.nats_subscriptions)
+        """The gauge read when scraped (on the metrics server's thread)."""
         LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     async def ticker_stream(self, **arguments: Any) -> Response:
@@ -229,21 +226,18 @@ async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[by
 
 class LiveStreamResponse(EventSourceResponse):
     """sse-starlette's response for one hub client. Whatever ends the response (the client leaves, the edge
-    drops it, HEAD, an error), the client leaves the hub. No per-send timeout scope: the hub handles slow
-    clients itself, so each frame costs one plain `send`."""
+    drops it, HEAD, an error), the client leaves the hub. No send timeout (sse-starlette's `send_timeout`
+    stays None): the hub drops slow clients itself."""
 
-    def __init__(self, client: Client, first: bytes, ping_seconds: float) -> None:
-        super().__init__(client.frames(first), ping=ping_seconds, sep="\n", headers={"cache-control": "no-store"})
+    def __init__(self, client: Subscriber, first: bytes, ping_seconds: float) -> None:
+        super().__init__(frames(client, first), ping=ping_seconds, sep="\n", headers={"cache-control": "no-store"})
         self.client = client
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.client.hub.remove(self.client)
-
-    async def _send_with_timeout(self, send: Any, message: Any) -> None:
-        await send(message)
+            self.client.feed.remove(self.client)
 
 
 # ---- the outermost ASGI layer: request ids, metrics, and a way to abort a stalled connection ----------------
@@ -255,7 +249,9 @@ class EdgeMiddleware:
         self.webhook = webhook
         # JSON above GZIP_MINIMUM_BYTES is compressed for clients that accept gzip (a 5,000-candle page
         # shrinks about 6 times); event streams never are (starlette excludes text/event-stream).
-        self.handler = GZipMiddleware(self.dispatch, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
+        # A SERVER span per request when tracing is on (the webhook's trace starts here).
+        self.handler = trace_http(GZipMiddleware(self.dispatch, minimum_size=GZIP_MINIMUM_BYTES,
+                                                 compresslevel=GZIP_LEVEL), self.route_of)
 
     async def dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The tick webhook's hot path (webhook.py) before connexion, everything else through connexion."""
@@ -287,9 +283,12 @@ class EdgeMiddleware:
         method = scope.get("method", "")
         route = self.route_of(scope.get("path", ""))
         header = (b"x-request-id", request_id.encode("latin-1"))
+        responded = False
 
         async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal responded
             if message["type"] == "http.response.start":
+                responded = True
                 message["headers"] = [*message.get("headers", ()), header]
                 HTTP_REQUESTS.labels(method, route, str(message["status"])).inc()
                 HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
@@ -297,6 +296,11 @@ class EdgeMiddleware:
 
         try:
             await self.handler(scope, receive, send_with_id)
+        except Exception as exc:
+            # Connexion's error handlers answer its routes; this answers the rest (the webhook's hot path).
+            if responded:
+                raise
+            await problem_from_exception(exc)(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
 
@@ -364,19 +368,20 @@ def _dashboard_routes(app: connexion.AsyncApp, web_dist: Path | None) -> None:
     async def home(request: Request) -> Response:
         return FileResponse(index, headers={"cache-control": "no-cache"})
 
+    files = StaticFiles(directory=web_dist)
+
+    async def static(request: Request) -> Response:
+        return await files.get_response(files.get_path(request.scope), request.scope)
+
     app.add_url_rule("/", "dashboard", home, methods=["GET"])
     app.add_url_rule("/index.html", "dashboard-index", home, methods=["GET"])
     reserved = {"api", "realtime", "docs", "metrics", "openapi.json"}
+    # One route per top-level entry, not a catch-all: that would shadow the API, which connexion routes after these.
     for entry in sorted(web_dist.iterdir()):
         if entry.name in reserved or entry.name == "index.html" or entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            app._middleware_app.router.mount(f"/{entry.name}", StaticFiles(directory=entry), name=entry.name)
-        elif entry.is_file():
-            async def file(request: Request, path: Path = entry) -> Response:
-                return FileResponse(path)
-
-            app.add_url_rule(f"/{entry.name}", f"dashboard-{entry.name}", file, methods=["GET"])
+        rule = f"/{entry.name}/{{path:path}}" if entry.is_dir() else f"/{entry.name}"
+        app.add_url_rule(rule, f"dashboard-{entry.name}", static, methods=["GET"])
 
 
 # ---- the app ------------------------------------------------------------------------------------------------
@@ -429,35 +434,7 @@ def create_app(edge: Edge) -> Any:
     return EdgeMiddleware(app, _route_patterns(edge.document), webhook)
 
 
-def served_routes(asgi_app: Any) -> set[tuple[str, str]]:
-    """(METHOD, path) of every route the app's router serves (operations of the document and plain routes)."""
-    connexion_app = asgi_app.app if isinstance(asgi_app, EdgeMiddleware) else asgi_app
-    middleware = connexion_app.middleware
-    if middleware.middleware_stack is None:
-        middleware.app, middleware.middleware_stack = middleware._build_middleware_stack()
-    found: set[tuple[str, str]] = set()
-
-    def walk(routes: Any, prefix: str) -> None:
-        for route in routes:
-            if isinstance(route, Mount):
-                walk(getattr(route, "routes", []) or [], prefix + route.path)
-            elif isinstance(route, Route):
-                for method in route.methods or ():
-                    if method != "HEAD":
-                        found.add((method, prefix + route.path))
-
-    for layer in middleware.middleware_stack:
-        if isinstance(layer, RoutingMiddleware):  # the operations of the OpenAPI document
-            walk(layer.router.routes, "")
-    walk(connexion_app._middleware_app.router.routes, "")  # plain routes
-    return found
-
-
 # ---- serving ------------------------------------------------------------------------------------------------
-
-class PortInUseError(SystemExit):
-    pass
-
 
 def bind_socket(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.bind_host else socket.AF_INET
@@ -467,62 +444,32 @@ def bind_socket(settings: Settings) -> socket.socket:
         sock.bind((settings.bind_host, settings.edge_port))
     except OSError as exc:
         sock.close()
-        raise PortInUseError(
-            f"marketdata edge: cannot listen on {settings.bind_host}:{settings.edge_port}: {exc.strerror or exc} "
-            f"(set EDGE_PORT to another port)") from None
+        raise PortInUseError(settings.bind_host, settings.edge_port, "EDGE_PORT") from exc
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
-class EdgeServer(uvicorn.Server):
-    """uvicorn with our own SIGTERM/SIGINT handling: end the SSE streams, then uvicorn's graceful stop."""
-
-    def __init__(self, config: uvicorn.Config, hub: LiveHub) -> None:
-        super().__init__(config)
-        self.hub = hub
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    def request_stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.should_exit:
-            self.force_exit = True
-            return
-        log.info("stopping", extra={"signal": signal.Signals(sig).name, "sse_streams": self.hub.stream_count})
-        self.hub.close_streams()
-        self.should_exit = True
-        # Streams that have not ended well within the grace period (a reader that stopped reading) are
-        # aborted, so uvicorn's graceful stop finishes in time.
-        grace = self.config.timeout_graceful_shutdown or 0
-        self._closer = asyncio.get_running_loop().create_task(self.hub.wait_streams_closed(max(0.2, grace * 0.7)))
-
-
-def _disable_sse_starlette_drain() -> None:
-    # sse-starlette's own shutdown watcher is not used: the hub ends the streams.
-    from sse_starlette.sse import AppStatus
-
-    AppStatus.disable_automatic_graceful_drain()
+async def end_streams_on_stop(server: uvicorn.Server, hub: LiveFeed) -> None:
+    """SSE streams never end by themselves, and uvicorn's graceful stop waits for every open response: once
+    uvicorn is stopping (a signal set `should_exit`), the hub ends them. Streams not gone well within the grace
+    period (a reader that stopped reading) are aborted, so the stop finishes in time."""
+    while not server.should_exit:
+        await asyncio.sleep(0.1)  # uvicorn's own tick
+    log.info("stopping", extra={"sse_streams": hub.stream_count})
+    hub.close_streams()
+    grace = server.config.timeout_graceful_shutdown or 0
+    await hub.wait_streams_closed(max(0.2, grace * 0.7))
 
 
 async def serve(settings: Settings) -> None:
     sock = bind_socket(settings)
-    _disable_sse_starlette_drain()
+    AppStatus.disable_automatic_graceful_drain()  # the hub ends the streams (end_streams_on_stop)
     document = load_document()
     nats = NatsConnection(settings.nats_url, "edge")
     nats.start()
     upstreams = Upstreams(upstream_addresses(settings), pools={INGEST_SERVICE: settings.edge_ingest_channels})
-    hub = LiveHub(nats, settings.live_subject, max_streams=settings.sse_max_streams,
-                  queue_size=settings.sse_queue_size, max_behind_seconds=settings.sse_max_behind_seconds,
-                  replay_size=settings.sse_replay_size)
+    hub = create_feed(nats, settings)
     edge = Edge(settings, document, upstreams, hub, nats)
     edge.report_gauges(asyncio.get_running_loop())
     serve_metrics(settings.metrics_port_for("edge"), settings.bind_host)
@@ -530,14 +477,20 @@ async def serve(settings: Settings) -> None:
     config = uvicorn.Config(app, host=settings.bind_host, port=settings.edge_port,
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]
                             log_config=None, access_log=False, lifespan="on", server_header=False)
-    server = EdgeServer(config, hub)
+    server = uvicorn.Server(config)
+    stopping = asyncio.create_task(end_streams_on_stop(server, hub))
     log.info("edge listening", extra={"address": f"{settings.bind_host}:{settings.edge_port}",
                                       "ingest": settings.ingest_addr, "query": settings.query_addr,
                                       "web_dist": str(default_web_dist(settings)),
                                       "loop": type(asyncio.get_running_loop()).__module__})
+    # uvicorn passes the signal that stopped it on to the handler it found (cooperative signal handling,
+    # uvicorn 0.29): ignored, so the cleanup below runs and the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         await server.serve(sockets=[sock])
     finally:
+        stopping.cancel()
         await hub.close()
         await upstreams.close()
         await nats.close()
