@@ -14,9 +14,9 @@ from marketdata.aggregator import rollup
 from marketdata.aggregator.consumer import Aggregator
 from marketdata.common import rules
 from marketdata.common.config import Settings, SettingsError
-from marketdata.common.database import CONNECTION_ERRORS, SchemaCheck, create_pool
+from marketdata.common.database import CONNECTION_ERRORS, DATABASE_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
-from marketdata.common.nats import NatsConnection
+from marketdata.common.nats import NATS_ERRORS, NatsConnection
 from marketdata.migrate.migrations import latest_version, migrations_directory
 from marketdata.retention import lifecycle
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
@@ -55,7 +55,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
             response.consumer_pending = info.num_pending or 0
             response.ack_pending = info.num_ack_pending or 0
             response.dead_lettered = await self.aggregator.dead_lettered()
-        except Exception as exc:  # noqa: BLE001 - NATS away
+        except NATS_ERRORS as exc:  # NATS away
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"JetStream unavailable: {exc or type(exc).__name__}")
         return response
 
@@ -96,7 +96,7 @@ async def report_lag(aggregator: Aggregator, stopping: asyncio.Event) -> None:
         try:
             info = await aggregator.consumer_info()
             CONSUMER_PENDING.set((info.num_pending or 0) + (info.num_ack_pending or 0))
-        except Exception as exc:  # noqa: BLE001 - NATS away or the consumer not created yet: try again
+        except NATS_ERRORS as exc:  # NATS away or the consumer not created yet (NotFoundError): try again
             log.debug("consumer lag unknown", extra={"error": str(exc) or type(exc).__name__})
         try:
             await asyncio.wait_for(stopping.wait(), LAG_REPORT_SECONDS)
@@ -109,7 +109,7 @@ async def maintain_storage(pool: asyncpg.Pool, settings: Settings, stopping: asy
     while not stopping.is_set():
         try:
             await lifecycle.maintain(pool, settings, datetime.now(timezone.utc))
-        except Exception as exc:  # noqa: BLE001 - PostgreSQL away: ticks land in DEFAULT meanwhile; try again
+        except DATABASE_ERRORS as exc:  # PostgreSQL away: ticks land in DEFAULT meanwhile; try again
             log.warning("storage maintenance failed", extra={"error": str(exc) or type(exc).__name__})
         try:
             await asyncio.wait_for(stopping.wait(), settings.maintenance_seconds)

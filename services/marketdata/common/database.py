@@ -20,6 +20,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+# Any failure PostgreSQL causes, for checks and loops that retry: it is away, or it refused the statement (not
+# migrated yet, a lock, a permission).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 async def create_pool(dsn: str, *, max_size: int, application_name: str,
@@ -57,7 +60,7 @@ class SchemaCheck:
         except asyncpg.exceptions.UndefinedTableError:
             log.warning("database has no schema yet: run `marketdata migrate`")
             return False
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        except DATABASE_ERRORS as exc:  # not ready
             log.warning("PostgreSQL unreachable", extra={"error": str(exc) or type(exc).__name__})
             return False
         if version < self.required_version:

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 # How long JetStream remembers a Nats-Msg-Id: a client retrying a batch within this window is not stored twice.
 DUPLICATE_WINDOW_SECONDS = 120.0
 DEADLETTER_MAX_AGE_SECONDS = 30 * 24 * 3600.0
+
+# What a NATS or JetStream call raises when NATS is away, JetStream refuses or a call times out: nats.errors.Error
+# (nats.js.errors.Error derives from it), OSError from the socket, asyncio.TimeoutError from wait_connected.
+NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
 
 class NatsConnection:
@@ -53,7 +58,7 @@ class NatsConnection:
                 self._connected.set()
                 log.info("connected to NATS", extra={"url": self.url})
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure means "try again"
+            except NATS_ERRORS as exc:  # what the client itself retries on (nats/aio/client.py connect)
                 log.warning("NATS unreachable, retrying", extra={"url": self.url, "error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -85,7 +90,7 @@ class NatsConnection:
             try:
                 if self.client.is_connected:
                     await self.client.flush(timeout=2)
-            except Exception:  # noqa: BLE001 - closing anyway
+            except NATS_ERRORS:  # connection lost or flush timed out: closing anyway
                 pass
             await self.client.close()
 

@@ -28,6 +28,7 @@ _TICK = market_pb2.Tick.DESCRIPTOR
 _SYMBOL_RULES = field_rules(_TICK, "symbol").string
 
 # Symbols: segments of A-Z0-9 joined by single '.', '_' or '-', so always a valid NATS subject token sequence.
+# Public although only is_symbol uses it here: the tests hold the migration's CHECK and the OpenAPI document to it.
 SYMBOL_PATTERN = re.compile(_SYMBOL_RULES.pattern)
 SYMBOL_MIN_LENGTH = _SYMBOL_RULES.min_len
 SYMBOL_MAX_LENGTH = _SYMBOL_RULES.max_len

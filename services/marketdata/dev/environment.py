@@ -239,7 +239,8 @@ class Environment:
                 admin_url = server.start()
             except EmbeddedError as exc:
                 raise DevError(f"embedded PostgreSQL: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - initdb/pg_ctl failures: point at the log
+            except (subprocess.SubprocessError, OSError, RuntimeError) as exc:
+                # initdb/pg_ctl failing or timing out, a data or socket directory pgserver cannot use.
                 raise DevError(f"embedded PostgreSQL did not start ({exc}); see {self.pgdata / 'log'}") from None
         self.embedded_postgres = server
         asyncio.run(_create_database(admin_url, DATABASE_NAME))
@@ -272,11 +273,13 @@ class Environment:
             warnings.simplefilter("ignore")
             try:
                 self.embedded_postgres.stop()
-            except Exception as exc:  # noqa: BLE001 - make sure below
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                # pgserver's lock and handle files (ValueError: a damaged handle list) or pg_ctl stop.
                 log.warning("pgserver could not stop PostgreSQL: %s", exc)
-        self.embedded_postgres = None
-        # pgserver only stops the server when we hold its last handle: make sure it is down.
-        _stop_leftover_postgres(self.pgdata)
+            finally:
+                self.embedded_postgres = None
+                # pgserver only stops the server when we hold its last handle: make sure it is down.
+                _stop_leftover_postgres(self.pgdata)
 
     def stop(self) -> None:
         try:

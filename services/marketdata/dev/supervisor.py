@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import grpc
+import httpx
+
 Probe = Callable[[], Awaitable[bool]]
 
 COLORS = {
@@ -184,7 +187,7 @@ class Supervisor:
             return
         try:
             await asyncio.wait_for(asyncio.shield(child._pump), timeout)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the output is best effort
+        except (asyncio.TimeoutError, OSError):  # best effort: the pipe is held open (a grandchild) or failed
             child._pump.cancel()
 
     async def _supervise(self, child: Child) -> None:
@@ -248,8 +251,8 @@ class Supervisor:
             return False
         try:
             return bool(await asyncio.wait_for(child.spec.probe(), 2.0))
-        except Exception:  # noqa: BLE001 - not healthy yet
-            return False
+        except (OSError, asyncio.TimeoutError, grpc.RpcError, httpx.HTTPError):
+            return False  # not healthy yet: refused, unreachable or too slow (the probes of marketdata.dev.__main__)
 
     async def stop_child(self, child: Child) -> None:
         child.stopping = True

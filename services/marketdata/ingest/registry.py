@@ -7,6 +7,8 @@ import logging
 
 import asyncpg
 
+from marketdata.common.database import DATABASE_ERRORS
+
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "marketdata_symbols"
@@ -47,9 +49,7 @@ class SymbolRegistry:
                         pass
                     self._changed.clear()
                     await self.reload()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - PostgreSQL away: keep the cache, try again
+            except DATABASE_ERRORS as exc:  # PostgreSQL away or not migrated yet: keep the cache, try again
                 log.warning("symbol registry refresh failed", extra={"error": str(exc) or type(exc).__name__})
                 await asyncio.sleep(1)
             finally:

@@ -103,7 +103,9 @@ async def wait_for_database(dsn: str, timeout: float) -> None:
             conn = await asyncpg.connect(dsn, timeout=2)
             await conn.close()
             return
-        except Exception as exc:  # noqa: BLE001 - keep waiting for any connection failure
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            # Not there or not accepting yet (starting up, database or role not created yet). A malformed DSN
+            # (asyncpg.ClientConfigurationError) fails at once: waiting would not fix it.
             if time.monotonic() >= deadline:
                 raise MigrationError(f"PostgreSQL not reachable after {timeout:.0f}s: {exc}") from exc
             log.info("waiting for PostgreSQL", extra={"error": str(exc)})

@@ -51,6 +51,7 @@ from typing import Any
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from marketdata.aggregator.rollup import utc_bucket
 from marketdata.common import rules
 from marketdata.common.errors import FieldViolations
 from marketdata.query.intervals import (
@@ -251,7 +252,7 @@ SYMBOL_EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM symbols WHERE symbol = $1)"
 
 KNOWN_SYMBOLS_SQL = "SELECT symbol FROM symbols WHERE symbol = ANY($1::text[])"
 
-LATEST_SQL = """
+LATEST_SQL = f"""
 SELECT t.trade_id, (extract(epoch FROM t.event_time) * 1000000)::int8 AS micros,
        t.price::float8 AS price, t.size::float8 AS size, t.side, t.source,
        extract(epoch FROM o.bucket)::int8 AS o_epoch, o.open::float8 AS o_open, o.high::float8 AS o_high, o.low::float8 AS o_low,
@@ -269,9 +270,9 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) t ON true
 LEFT JOIN ohlc_1m o
-    ON o.symbol = s.symbol AND o.bucket = date_bin('1 minute', t.event_time, TIMESTAMPTZ 'epoch')
+    ON o.symbol = s.symbol AND o.bucket = {utc_bucket('1 minute', 't.event_time')}
 LEFT JOIN metrics_1m m
-    ON m.symbol = s.symbol AND m.bucket = date_bin('1 minute', t.event_time, TIMESTAMPTZ 'epoch')
+    ON m.symbol = s.symbol AND m.bucket = {utc_bucket('1 minute', 't.event_time')}
 LEFT JOIN LATERAL (
     SELECT CASE WHEN count(*) = 10 THEN avg(l.close) END AS sma10
     FROM (SELECT x.close FROM ohlc_1m x
@@ -308,12 +309,15 @@ LIMIT $4
 METRICS_SQL = _METRICS.format(order="DESC")
 METRICS_ASC_SQL = _METRICS.format(order="ASC")
 
-# Candle rows, in the order add_candles reads them.
-_CANDLE_COLUMNS = """extract(epoch FROM bucket)::int8 AS epoch, {end} AS end_epoch, open::float8 AS open,
+
+def _candle_columns(end_epoch: str, vwap: str) -> str:
+    """Candle rows, in the order add_candles reads them."""
+    return f"""extract(epoch FROM bucket)::int8 AS epoch, {end_epoch} AS end_epoch, open::float8 AS open,
        high::float8 AS high, low::float8 AS low, close::float8 AS close, volume::float8 AS volume,
        least(trades, 4294967295)::int8 AS trades, {vwap}::float8 AS vwap, sma10::float8 AS sma10,
        turnover::float8 AS quote_volume, taker_buy_volume::float8 AS taker_buy_volume,
        taker_buy_turnover::float8 AS taker_buy_quote_volume"""
+
 
 # 1-minute candles: the newest $4 + 9 rows before $3, read by a backward scan of the primary key with LIMIT;
 # SMA10 computed newest-first over them (in that order the 9 rows after a row are the 9 candles before it),
@@ -322,7 +326,7 @@ _CANDLE_COLUMNS = """extract(epoch FROM bucket)::int8 AS epoch, {end} AS end_epo
 # fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page. 1-minute buckets are
 # the same in every zone (offsets are whole minutes).
 CANDLES_1M_SQL = f"""
-SELECT {_CANDLE_COLUMNS.format(end="extract(epoch FROM bucket)::int8 + 60", vwap="vwap")}
+SELECT {_candle_columns("extract(epoch FROM bucket)::int8 + 60", "vwap")}
 FROM (
     SELECT bucket, open, high, low, close, volume, trades, vwap, turnover, taker_buy_volume, taker_buy_turnover,
            CASE WHEN count(*) OVER w = 10 THEN avg(close) OVER w END AS sma10
@@ -483,8 +487,7 @@ SELECT bin_end FROM walk WHERE n = $5::int LIMIT 1
 def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
     return template.format(
         tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind), hi=_hi(kind),
-        aggregates=_AGGREGATES,
-        columns=_CANDLE_COLUMNS.format(end=f"extract(epoch FROM {_end('bucket', kind)})::int8", vwap=_VWAP))
+        aggregates=_AGGREGATES, columns=_candle_columns(f"extract(epoch FROM {_end('bucket', kind)})::int8", _VWAP))
 
 
 KINDS = ("fixed", "fixed_week", "subday", "day", "week", "month")

@@ -129,45 +129,68 @@ def offsets_in_steps(zone: TimeZone, step: timedelta) -> bool:
 TIME_ZONE_RULE = 'must be an IANA time zone name (e.g. "Europe/Berlin") or an offset like "+08:00"'
 
 # --- SQL -----------------------------------------------------------------------------------------------------
-# Parameters the expressions use: {tz} the zone (text), {step} the interval (interval), {n} the multiple (int).
-# `{t}` is the timestamptz being bucketed.
+# Each function returns SQL text from SQL arguments: `t` the timestamptz being bucketed, `tz` the zone (text),
+# `step` the interval (interval), `n` the multiple (int). history.py calls them once per statement it prepares.
+#
+# These buckets are aligned in a zone given as a parameter, so they are not rollup.utc_bucket (date_bin from the
+# epoch), which serves UTC buckets of a step known in advance; in UTC the buckets are the same. Days, weeks and
+# months in a zone with DST last 23 or 25 hours around a switch, which date_bin's fixed stride cannot express:
+# they are date_trunc of the local time.
 
-_LOCAL_DAY = "date_trunc('day', ({t}) AT TIME ZONE {tz})"
 
-# With a fixed offset, buckets of m, h, d and w are date_bin's fixed strides from local midnight of
-# 1970-01-01 (of Monday 1970-01-05 for weeks): the same buckets as below, at a fraction of the cost per row.
-_LOCAL_ORIGIN = "(SELECT timestamp '{day}' AT TIME ZONE {{tz}})"
+def _local(t: str, tz: str) -> str:
+    """The local wall-clock time (timestamp) of `t` in the zone."""
+    return f"({t}) AT TIME ZONE {tz}"
 
-BUCKET_START = {
-    "fixed": f"date_bin({{step}}, {{t}}, {_LOCAL_ORIGIN.format(day='1970-01-01')})",
-    "fixed_week": f"date_bin({{step}}, {{t}}, {_LOCAL_ORIGIN.format(day='1970-01-05')})",
-    "subday": "date_bin({step}, {t}, date_trunc('day', {t}, {tz}))",
-    "day": f"(({_LOCAL_DAY}) - ((((({_LOCAL_DAY})::date - DATE '1970-01-01') % {{n}}) + {{n}}) % {{n}})"
-           " * interval '1 day') AT TIME ZONE {tz}",
-    "week": "(date_trunc('week', ({t}) AT TIME ZONE {tz}) - ((((date_trunc('week', ({t}) AT TIME ZONE {tz})::date"
-            " - DATE '1970-01-05') / 7 % {n}) + {n}) % {n}) * interval '7 days') AT TIME ZONE {tz}",
-    "month": "(date_trunc('month', ({t}) AT TIME ZONE {tz}) - ((((extract(year FROM ({t}) AT TIME ZONE {tz})::int"
-             " * 12 + extract(month FROM ({t}) AT TIME ZONE {tz})::int - 1 - 23640) % {n}) + {n}) % {n})"
-             " * interval '1 month') AT TIME ZONE {tz}",
-}
 
-# End of the bucket that starts at {t}.
-BUCKET_END = {
-    "fixed": "{t} + {step}",
-    "fixed_week": "{t} + {step}",
-    "subday": "least({t} + {step}, (date_trunc('day', ({t}) AT TIME ZONE {tz}) + interval '1 day') AT TIME ZONE {tz})",
-    "day": "((({t}) AT TIME ZONE {tz}) + {step}) AT TIME ZONE {tz}",
-    "week": "((({t}) AT TIME ZONE {tz}) + {step}) AT TIME ZONE {tz}",
-    "month": "((({t}) AT TIME ZONE {tz}) + {step}) AT TIME ZONE {tz}",
-}
+def _local_origin(day: str, tz: str) -> str:
+    """Local midnight of `day` (a date literal) in the zone, as a timestamptz."""
+    return f"(SELECT timestamp '{day}' AT TIME ZONE {tz})"
+
+
+def _mod(index: str, n: str) -> str:
+    """index mod n, from 0 to n - 1 for a negative index too (periods before 1970)."""
+    return f"((({index} % {n}) + {n}) % {n})"
+
+
+def _calendar_start(period: str, index: str, n: str, unit: str, tz: str) -> str:
+    """Start of the bucket of n periods holding the local `period` start (numbered `index` from 1970's), in UTC."""
+    return f"({period} - {_mod(index, n)} * interval '{unit}') AT TIME ZONE {tz}"
 
 
 def bucket_start_sql(kind: str, t: str, tz: str, step: str, n: str) -> str:
-    return BUCKET_START[kind].format(t=t, tz=tz, step=step, n=n)
+    """Start of the bucket of Interval.sql_kind `kind` holding `t`."""
+    local = _local(t, tz)
+    if kind == "fixed":
+        # With a fixed offset, buckets of m, h, d (and w, below) are date_bin's strides from local midnight of
+        # 1970-01-01 (of Monday 1970-01-05): the same buckets as the other kinds, at a fraction of the cost per row.
+        return f"date_bin({step}, {t}, {_local_origin('1970-01-01', tz)})"
+    if kind == "fixed_week":
+        return f"date_bin({step}, {t}, {_local_origin('1970-01-05', tz)})"
+    if kind == "subday":
+        return f"date_bin({step}, {t}, date_trunc('day', {t}, {tz}))"
+    if kind == "day":
+        day = f"(date_trunc('day', {local}))"
+        return _calendar_start(day, f"({day}::date - DATE '1970-01-01')", n, "1 day", tz)
+    if kind == "week":
+        week = f"date_trunc('week', {local})"
+        return _calendar_start(week, f"({week}::date - DATE '1970-01-05') / 7", n, "7 days", tz)
+    if kind == "month":
+        # Months since January 1970 (1970 * 12 = 23640).
+        month = f"(extract(year FROM {local})::int * 12 + extract(month FROM {local})::int - 1 - 23640)"
+        return _calendar_start(f"date_trunc('month', {local})", month, n, "1 month", tz)
+    raise ValueError(f"unknown bucket kind {kind!r}")
 
 
 def bucket_end_sql(kind: str, t: str, tz: str, step: str) -> str:
-    return BUCKET_END[kind].format(t=t, tz=tz, step=step)
+    """End of the bucket of Interval.sql_kind `kind` that starts at `t`."""
+    if kind in ("fixed", "fixed_week"):
+        return f"{t} + {step}"
+    if kind == "subday":  # cut at the next local midnight
+        return f"least({t} + {step}, (date_trunc('day', {_local(t, tz)}) + interval '1 day') AT TIME ZONE {tz})"
+    if kind in ("day", "week", "month"):  # calendar steps, on the local time
+        return f"(({_local(t, tz)}) + {step}) AT TIME ZONE {tz}"
+    raise ValueError(f"unknown bucket kind {kind!r}")
 
 
 def _local_midnight(day: date, zone: tzinfo) -> datetime:
@@ -175,7 +198,7 @@ def _local_midnight(day: date, zone: tzinfo) -> datetime:
 
 
 def bucket_end(start: datetime, interval: Interval, zone: TimeZone) -> datetime:
-    """End of the bucket that starts at `start` (a bucket start), by the rules BUCKET_END applies in SQL."""
+    """End of the bucket that starts at `start` (a bucket start), by the rules bucket_end_sql applies in SQL."""
     day = start.astimezone(zone.tzinfo).date()
     n = interval.n
     if interval.unit in "mh":
