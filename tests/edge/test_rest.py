@@ -86,19 +86,22 @@ def test_the_documented_curl_flow(edge_stack: EdgeStack) -> None:
         response = post_ticks(base, edge_stack.api_key, ticks)
         assert response.status_code == 200, response.text
         assert response.json() == {"accepted": len(ticks), "duplicates": 0}
-        lines = []
+        lines, updates = [], []
         assert watcher.stdout is not None
         for line in watcher.stdout:
             lines.append(line.rstrip("\n"))
             if line.startswith("data: "):
-                break
+                updates.append(httpx.Response(200, content=line.removeprefix("data: ")).json())
+                if updates[-1]["lastTick"]["tradeId"] == f"{symbol}-11-2":
+                    break
     finally:
         watcher.kill()
         watcher.wait()
     assert "event: update" in lines and any(line.startswith("id: ") for line in lines), lines
-    update = httpx.Response(200, content=lines[-1].removeprefix("data: ")).json()
-    assert update["symbol"] == symbol and set(update) >= {"symbol", "lastTick", "candle", "commitTime"}
-    assert update["lastTick"]["tradeId"] == f"{symbol}-11-2"
+    assert all(u["symbol"] == symbol and set(u) >= {"symbol", "lastTick", "candle", "commitTime"} for u in updates)
+    # An update for every minute the batch touched, in time order, each with the minute's final candle.
+    final = {u["candle"]["time"]: u["lastTick"]["tradeId"] for u in updates}
+    assert list(final.values()) == [f"{symbol}-{m}-2" for m in range(12)], final
     # Candles with SMA10, as the dashboard reads them.
     wait_candles(base, symbol, 12)
     history = httpx.get(f"{base}/api/v1/ticks/{symbol}/history?view=ohlc1m&limit=30").json()
@@ -259,7 +262,7 @@ def test_docs_document_and_metrics(edge_stack: EdgeStack) -> None:
     httpx.get(f"{base}/api/v1/symbols")
     samples = metrics(edge_stack.metrics_url)
     assert samples['edge_http_requests_total{method="GET",route="/api/v1/symbols",status="200"}'] >= 1
-    assert "edge_sse_streams" in samples and "edge_nats_subscriptions" in samples
+    assert "edge_sse_streams" in samples and "edge_sse_subscriptions" in samples
     # Not on the public port: an operator scrapes the metrics port, the internet does not.
     assert httpx.get(f"{base}/metrics").status_code == 404
     assert any(name.startswith("edge_grpc_client_seconds_count") for name in samples)

@@ -20,6 +20,7 @@ from tests.edge.conftest import (
     drained_to_end,
 )
 from tests.edge.test_rest import minute_ticks, post_ticks
+from tests.support.processes import wait_for
 from tests.support.stack import EdgeStack
 
 
@@ -78,6 +79,68 @@ async def test_several_symbols_repeated_or_comma_separated(edge_stack: EdgeStack
         client.close()
 
 
+async def test_every_minutes_final_candle_arrives_across_a_minute_boundary(edge_stack: EdgeStack,
+                                                                          symbol: str) -> None:
+    """Commits that end one minute and start the next, concurrently and in one batch: the SSE stream and
+    WatchTicks both end up with each minute's final candle (not only the newest minute's)."""
+    from datetime import datetime, timedelta, timezone
+
+    import grpc
+
+    from marketdata.v1 import query_pb2, query_pb2_grpc
+    from tests.edge.test_rest import rfc3339
+
+    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    after = minute + timedelta(minutes=1)
+
+    def tick(at: datetime, price: float, trade_id: str) -> dict:
+        return {"symbol": symbol, "price": price, "size": 1.0, "side": "SIDE_SELL", "eventTime": rfc3339(at),
+                "tradeId": f"{symbol}-{trade_id}", "source": "boundary"}
+
+    def post(ticks: list[dict]) -> None:
+        response = post_ticks(edge_stack.base_url, edge_stack.api_key, ticks)
+        assert response.status_code == 200, response.text
+
+    def wait_trades(trades: int) -> None:
+        def committed() -> bool:
+            candles = httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history",
+                                params={"view": "ohlc1m", "limit": 10}, timeout=5).json()["candles"]
+            return any(c["time"] == rfc3339(minute) and c["trades"] == trades for c in candles)
+        wait_for(committed, 30, interval=0.1, message=f"{trades} trades in the first minute")
+
+    client = await SSEClient.connect(edge_stack.base_url, f"/realtime/ticks?symbol={symbol}")
+    channel = grpc.aio.insecure_channel(edge_stack.stack.query.address)
+    call = query_pb2_grpc.QueryServiceStub(channel).WatchTicks(query_pb2.WatchTicksRequest(symbols=[symbol]))
+    try:
+        await call.initial_metadata()
+        await asyncio.to_thread(post, [tick(minute + timedelta(seconds=s), 100 + s, f"a{s}") for s in (10, 20, 30)])
+        # Two concurrent commits at the boundary: the next minute's first trades, and a late last trade of
+        # the first minute.
+        await asyncio.gather(
+            asyncio.to_thread(post, [tick(after + timedelta(seconds=s), 200 + s, f"b{s}") for s in (10, 20)]),
+            asyncio.to_thread(post, [tick(minute + timedelta(seconds=59), 159, "c59")]))
+        await asyncio.to_thread(wait_trades, 4)
+        # One batch touching both minutes: its commit changes the first minute without being its newest.
+        await asyncio.to_thread(post, [tick(minute + timedelta(seconds=45), 145, "d45"),
+                                       tick(after + timedelta(seconds=40), 240, "d40")])
+        expected = {rfc3339(minute): (5, 159.0), rfc3339(after): (3, 240.0)}
+
+        latest: dict[str, tuple[int, float]] = {}
+        while latest != expected:
+            event = await client.next_event(15)
+            assert event is not None, latest
+            candle = json.loads(event.data)["candle"]
+            latest[candle["time"]] = (int(candle["trades"]), candle["close"])
+        watched: dict[str, tuple[int, float]] = {}
+        while watched != expected:
+            candle = (await asyncio.wait_for(call.read(), 15)).update.candle
+            watched[rfc3339(candle.time.ToDatetime(timezone.utc))] = (candle.trades, candle.close)
+    finally:
+        client.close()
+        call.cancel()
+        await channel.close()
+
+
 def test_invalid_and_unknown_symbols(edge_stack: EdgeStack) -> None:
     base = edge_stack.base_url
     for query in ("symbol=BTC*USDT", "symbol=btcusdt", "symbol=A..B", "symbol=BTC.", "symbol=-BTC", "symbol=OK1,BTC.",
@@ -96,14 +159,15 @@ def test_invalid_and_unknown_symbols(edge_stack: EdgeStack) -> None:
 async def test_fan_out_to_200_concurrent_clients(edge_stack: EdgeStack, live_publisher: LivePublisher) -> None:
     base = edge_stack.base_url
     hot, cold = unique_symbol("H"), unique_symbol("K")
-    before = metrics(edge_stack.metrics_url)
+    # Subscriptions of earlier tests' streams linger a few seconds after their last client left.
+    before = await settle(edge_stack.metrics_url, edge_sse_subscriptions=0, timeout=25)
     clients = await asyncio.gather(*(
         SSEClient.connect(base, f"/realtime/ticks?symbol={hot if n % 10 else cold}") for n in range(200)))
     try:
         assert all(c.status == 200 for c in clients)
         samples = metrics(edge_stack.metrics_url)
         assert samples["edge_sse_streams"] == before["edge_sse_streams"] + 200
-        assert samples["edge_nats_subscriptions"] == before["edge_nats_subscriptions"] + 2  # one per subject
+        assert samples["edge_sse_subscriptions"] == before["edge_sse_subscriptions"] + 2  # one per subject
         hot_clients = [c for n, c in enumerate(clients) if n % 10]
         cold_clients = [c for n, c in enumerate(clients) if not n % 10]
         sent: list[float] = []
@@ -136,7 +200,7 @@ async def test_fan_out_to_200_concurrent_clients(edge_stack: EdgeStack, live_pub
         for client in clients:
             client.close()
     await settle(edge_stack.metrics_url, edge_sse_streams=before["edge_sse_streams"],
-                edge_nats_subscriptions=before["edge_nats_subscriptions"])
+                edge_sse_subscriptions=before["edge_sse_subscriptions"], timeout=25)
 
 
 async def test_a_stalled_client_is_coalesced_then_dropped(start_edge, live_publisher: LivePublisher) -> None:  # type: ignore[no-untyped-def]
@@ -181,14 +245,14 @@ async def test_a_stalled_client_is_coalesced_then_dropped(start_edge, live_publi
         stalled.close()
         for client in readers:
             client.close()
-    await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+    await settle(edge.metrics_url, edge_sse_streams=0, edge_sse_subscriptions=0, timeout=25)
 
 
 async def test_disconnects_leave_no_stream_subscription_or_task(start_edge) -> None:  # type: ignore[no-untyped-def]
     edge: EdgeProcess = start_edge()
     warm_up = await SSEClient.connect(edge.base_url, "/realtime/ticks?symbol=WARMUP")  # starts per-loop helpers
     warm_up.close()
-    baseline = await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+    baseline = await settle(edge.metrics_url, edge_sse_streams=0, edge_sse_subscriptions=0, timeout=25)
     await asyncio.sleep(1)
     baseline_tasks = metrics(edge.metrics_url)["edge_event_loop_tasks"]
     symbols = [unique_symbol("D") for _ in range(5)]
@@ -197,15 +261,15 @@ async def test_disconnects_leave_no_stream_subscription_or_task(start_edge) -> N
             SSEClient.connect(edge.base_url, f"/realtime/ticks?symbol={symbols[n % 5]},{symbols[(n + 1) % 5]}")
             for n in range(30)))
         samples = metrics(edge.metrics_url)
-        assert samples["edge_sse_streams"] == 30 and samples["edge_nats_subscriptions"] == 5
+        assert samples["edge_sse_streams"] == 30 and samples["edge_sse_subscriptions"] == 5
         assert samples["edge_event_loop_tasks"] > baseline_tasks
         for client in clients:
             client.close()
-        await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+        await settle(edge.metrics_url, edge_sse_streams=0, edge_sse_subscriptions=0, timeout=25)
     # HEAD answers the stream's headers and opens nothing that stays.
     head = await asyncio.to_thread(httpx.head, f"{edge.base_url}/realtime/ticks?symbol={symbols[0]}")
     assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
-    await settle(edge.metrics_url, edge_sse_streams=0, edge_nats_subscriptions=0)
+    await settle(edge.metrics_url, edge_sse_streams=0, edge_sse_subscriptions=0, timeout=25)
     await settle(edge.metrics_url, edge_event_loop_tasks=baseline_tasks)
     assert baseline["edge_sse_streams"] == 0
 

@@ -96,7 +96,7 @@ async def test_watch_receives_an_ingested_tick_within_a_second(stack, query_stub
     await asyncio.to_thread(stack.seed_symbols, symbol)
     call = query_stub.WatchTicks(query_pb2.WatchTicksRequest(symbols=[symbol]))
     await call.initial_metadata()
-    assert query_service.metric("query_live_subscriptions") >= 1
+    assert query_service.metric("query_watch_subscriptions") >= 1
     minute = datetime.now(UTC).replace(second=0, microsecond=0)  # all three in one minute: one candle
     for n in range(3):
         tick = RefTick(trade_id=f"live-{n}", event_time=minute + timedelta(milliseconds=n), price=Decimal("123.45") + n,

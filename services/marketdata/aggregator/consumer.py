@@ -37,12 +37,15 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
+from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
 from marketdata.aggregator import rollup
 from marketdata.common.config import Settings
-from marketdata.common.database import CONNECTION_ERRORS
-from marketdata.common.nats import NatsConnection, ensure_streams
+from marketdata.common.database import DATABASE_ERRORS
+from marketdata.common.nats import NATS_ERRORS, NatsConnection, ensure_streams
+from marketdata.common.tracing import extract, inject, span_context_of, tracer
 from marketdata.v1 import events_pb2, market_pb2
 
 log = logging.getLogger(__name__)
@@ -54,9 +57,6 @@ MAX_MESSAGES_PER_FETCH = 256
 IDLE_POLL_SECONDS = 0.002
 # How often to look for more messages (and whether the committer is done) while it is busy.
 BUSY_POLL_SECONDS = 0.005
-# Batches committed at once, each in its own transaction on its own connection (like replicas: upserts
-# take their row locks in key order, so they cannot deadlock). Two keep PostgreSQL busy while the
-# aggregator hands over a result and ships the next batch.
 # Redelivery delay after a failed commit: doubles with each delivery of the message, up to this.
 MAX_REDELIVERY_DELAY_SECONDS = 30.0
 # SQLSTATE classes of errors caused by the data itself: retrying the same batch can never succeed.
@@ -119,6 +119,8 @@ class Decoded:
     ticks: rollup.TickColumns
     # The stream incarnation it was delivered from (its ledger key).
     stream_key: str = ""
+    # The trace context ingest published it in (its traceparent header): the commit's parent or link.
+    context: Context | None = None
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -154,7 +156,7 @@ def decode_columns(msg: Msg, settings: Settings) -> Decoded:
         raise PoisonMessage(f"items[{index}] has an invalid price or size")
     if not all(trade_ids):
         raise PoisonMessage(f"items[{trade_ids.index('')}] lacks a trade_id or event_time")
-    return Decoded(msg, msg.metadata.sequence.stream, columns)
+    return Decoded(msg, msg.metadata.sequence.stream, columns, context=extract(msg.headers))
 
 
 class Aggregator:
@@ -169,8 +171,6 @@ class Aggregator:
         self.stream_key = settings.stream
         self._carry: list[Decoded] = []
         self._ticks_per_message = 100
-        # symbol -> (batch number, minute) of the last live update sent.
-        self._live_published: dict[str, tuple[int, datetime]] = {}
 
     async def consumer_info(self) -> api.ConsumerInfo:
         client = await self.nats.wait_connected(timeout=2)
@@ -260,9 +260,10 @@ class Aggregator:
         log.error("message dead-lettered", extra={"subject": msg.subject, "reason": reason,
                                                   "sequence": msg.metadata.sequence.stream})
 
-    async def _commit(self, batch: list[Decoded]) -> list[asyncpg.Record]:
+    async def _commit(self, batch: list[Decoded]) -> tuple[list[asyncpg.Record], trace.Span]:
         """One statement, hence one transaction: ledger, audit rows, ticks and rollups. Returns the
-        live-update rows (none when no tick was new)."""
+        live-update rows (none when no tick was new) and the (ended) `aggregator.commit` span, the parent of
+        what follows from the commit. Its parent is the first message's trace; the others' are links."""
         seqs: list[int] = []
         tick_seqs: list[int] = []
         ticks = rollup.TickColumns()
@@ -270,28 +271,26 @@ class Aggregator:
             seqs.append(decoded.seq)
             tick_seqs.extend([decoded.seq] * len(decoded))
             ticks.extend(decoded.ticks)
-        # One batch comes from one subscription, hence one stream incarnation.
-        rows = await self.pool.fetch(*rollup.commit_arguments(batch[0].stream_key, seqs, tick_seqs, ticks))
-        inserted = rows[0]["inserted"] if rows else 0
+        links = [trace.Link(context) for context in (span_context_of(d.context) for d in batch[1:])
+                 if context.is_valid]
+        with tracer.start_as_current_span("aggregator.commit", context=batch[0].context, links=links,
+                                          attributes={"messages": len(batch), "ticks": len(ticks)}) as span:
+            # One batch comes from one subscription, hence one stream incarnation.
+            rows = await self.pool.fetch(*rollup.commit_arguments(batch[0].stream_key, seqs, tick_seqs, ticks))
+            inserted = rows[0]["inserted"] if rows else 0
+            span.set_attribute("inserted", inserted)
         received = rows[0]["received"] if rows else 0
         if received:
             self.stats.record(inserted, received - inserted)
             COMMITTED.inc(inserted)
             DUPLICATES.inc(received - inserted)
-        return [row for row in rows if row["symbol"] is not None]
+        return [row for row in rows if row["symbol"] is not None], span
 
-    async def _publish_live(self, client: NATS, rows: list[asyncpg.Record], number: int = 0) -> None:
+    async def _publish_live(self, client: NATS, rows: list[asyncpg.Record]) -> None:
+        """One live update per (symbol, minute) the batch touched, in time order per symbol. Concurrent commits
+        may publish a minute's snapshots out of order: the live feed keeps the one with the most trades."""
         commit_time = datetime.now(timezone.utc)
         for row in rows:
-            # With batches committing concurrently, one dispatched earlier can finish later: never send a
-            # symbol's older minute after a later batch sent a newer one (same minute: this snapshot, taken
-            # after the other's commit because the candle row lock serialised them, is the newer one).
-            published = self._live_published.get(row["symbol"])
-            if published is not None and published[0] > number:
-                if row["bucket"] < published[1]:
-                    continue
-            else:
-                self._live_published[row["symbol"]] = (number, row["bucket"])
             update = events_pb2.LiveUpdate(
                 symbol=row["symbol"],
                 last_tick=market_pb2.Tick(symbol=row["symbol"], trade_id=row["trade_id"], price=row["price"],
@@ -308,30 +307,33 @@ class Aggregator:
             update.candle.close_time.FromDatetime(row["bucket"] + timedelta(minutes=1))
             update.candle.closed = row["bucket"] + timedelta(minutes=1) <= commit_time
             update.commit_time.FromDatetime(commit_time)
-            await client.publish(self.settings.live_subject(row["symbol"]), update.SerializeToString())
+            # The commit's trace context (process() runs this inside its span): the SSE write joins the trace.
+            await client.publish(self.settings.live_subject(row["symbol"]), update.SerializeToString(),
+                                 headers=inject() or None)
 
-    async def process(self, client: NATS, batch: list[Decoded], number: int = 0) -> None:
+    async def process(self, client: NATS, batch: list[Decoded]) -> None:
         if not batch:
             return
         started = time.perf_counter()
-        rows = await self._commit(batch)
+        rows, span = await self._commit(batch)
         BATCH_SECONDS.set(time.perf_counter() - started)
         for decoded in batch:
             await decoded.msg.ack()
-        await self._publish_live(client, rows, number)
+        with trace.use_span(span):  # the live updates carry the commit's trace
+            await self._publish_live(client, rows)
 
-    async def _process_or_redeliver(self, client: NATS, batch: list[Decoded], number: int) -> None:
+    async def _process_or_redeliver(self, client: NATS, batch: list[Decoded]) -> None:
         try:
-            await self.process(client, batch, number)
-        except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+            await self.process(client, batch)
+        except DATABASE_ERRORS as exc:
             if is_data_error(exc):
-                await self._split(client, batch, number, exc)
+                await self._split(client, batch, exc)
                 return
             error = f"{type(exc).__name__}: {exc}"
             if len(batch) > 1 and any(self._last_delivery(d) for d in batch):
                 # Before giving up on a message, try each alone: neighbours never share its fate.
                 for decoded in batch:
-                    await self._process_or_redeliver(client, [decoded], number)
+                    await self._process_or_redeliver(client, [decoded])
                 return
             # Not acknowledged: JetStream redelivers; the ledger makes the retry exact.
             log.warning("batch not committed, will be redelivered", extra={"error": error, "messages": len(batch)})
@@ -341,23 +343,23 @@ class Aggregator:
     def _last_delivery(self, decoded: Decoded) -> bool:
         return (decoded.msg.metadata.num_delivered or 1) >= self.settings.max_deliver
 
-    async def _split(self, client: NATS, batch: list[Decoded], number: int, error: BaseException) -> None:
+    async def _split(self, client: NATS, batch: list[Decoded], error: BaseException) -> None:
         """Commits the batch in halves until the message PostgreSQL refuses stands alone, and dead-letters it."""
         if len(batch) == 1:
             state = getattr(error, "sqlstate", "")
             try:
                 await self._dead_letter(client, batch[0].msg, f"PostgreSQL refused it (SQLSTATE {state}): {error}",
                                         "data_error")
-            except Exception as exc:  # noqa: BLE001 - NATS away: not acked, so redelivered and split again
+            except NATS_ERRORS as exc:  # NATS away: not acked, so redelivered and split again
                 log.warning("cannot dead-letter a message", extra={"error": str(exc) or type(exc).__name__})
             return
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
             try:
-                await self.process(client, half, number)
-            except CONNECTION_ERRORS + (asyncpg.PostgresError,) as exc:
+                await self.process(client, half)
+            except DATABASE_ERRORS as exc:
                 if is_data_error(exc):
-                    await self._split(client, half, number, exc)
+                    await self._split(client, half, exc)
                 else:
                     await self._redeliver_or_give_up(client, half, f"{type(exc).__name__}: {exc}")
 
@@ -372,14 +374,13 @@ class Aggregator:
                                                                  f"{error}", "max_deliver")
                 else:
                     await decoded.msg.nak(delay=min(MAX_REDELIVERY_DELAY_SECONDS, 2.0 ** (delivered - 1)))
-            except Exception:  # noqa: BLE001 - NATS away: redelivered after ack_wait anyway
+            except NATS_ERRORS:  # NATS away: redelivered after ack_wait anyway
                 pass
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consumes until stopping is set; survives NATS and PostgreSQL outages."""
         client = await self.nats.wait_connected()
         committing: set[asyncio.Task[None]] = set()
-        number = 0
 
         def committer_idle() -> bool:
             return sum(1 for task in committing if not task.done()) < self.settings.commit_concurrency
@@ -399,7 +400,7 @@ class Aggregator:
                         checked = time.monotonic()
                         await self._check_subscription(client)
                     continue
-                except Exception as exc:  # noqa: BLE001 - NATS away: retry the subscription
+                except (*NATS_ERRORS, *DATABASE_ERRORS) as exc:  # NATS away (or PostgreSQL, reconciling the ledger)
                     log.warning("cannot consume from JetStream", extra={"error": str(exc) or type(exc).__name__})
                     await self._drop_subscription()
                     await asyncio.sleep(1)
@@ -409,8 +410,7 @@ class Aggregator:
                     committing -= done
                     for task in done:
                         task.result()  # an unexpected error stops the consumer, as it always did
-                number += 1
-                committing.add(asyncio.create_task(self._process_or_redeliver(client, batch, number)))
+                committing.add(asyncio.create_task(self._process_or_redeliver(client, batch)))
         finally:
             if committing:
                 await asyncio.shield(asyncio.gather(*committing, return_exceptions=True))
@@ -421,7 +421,7 @@ class Aggregator:
         if subscription is not None:
             try:
                 await subscription.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may be gone; nothing to release then
+            except NATS_ERRORS:  # the connection may be gone; nothing to release then
                 pass
 
     async def _check_subscription(self, client: NATS) -> None:
@@ -435,7 +435,7 @@ class Aggregator:
             log.warning("the stream was recreated: resubscribing", extra={"stream": self.settings.stream})
         except NotFoundError:
             log.warning("the stream or the consumer is gone: resubscribing", extra={"stream": self.settings.stream})
-        except Exception as exc:  # noqa: BLE001 - NATS away: the next fetch fails and resubscribes
+        except NATS_ERRORS as exc:  # NATS away: the next fetch fails and resubscribes
             log.debug("subscription check failed", extra={"error": str(exc) or type(exc).__name__})
             return
         await self._drop_subscription()
@@ -459,5 +459,5 @@ class Aggregator:
                 floor = info.ack_floor.stream_seq if info.ack_floor else 0
                 if floor:
                     await self.pool.execute(rollup.LEDGER_PRUNE, key, floor)
-            except Exception as exc:  # noqa: BLE001 - try again next round
+            except (*NATS_ERRORS, *DATABASE_ERRORS) as exc:  # NATS or PostgreSQL away: try again next round
                 log.warning("ledger prune failed", extra={"error": str(exc) or type(exc).__name__})

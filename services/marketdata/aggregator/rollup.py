@@ -13,9 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-# Aggregates of one (symbol, minute) over a set of ticks named {source}.
-_MINUTES = """
-SELECT symbol COLLATE "C" AS symbol, date_trunc('minute', event_time) AS bucket,
+
+def utc_bucket(step: str, time: str) -> str:
+    """SQL for the start of the UTC bucket of `step` (an interval literal such as '1 minute') holding `time`:
+    the one bucketing of the aggregator, Rebuild, the stored tiers and the query service."""
+    return f"date_bin('{step}', {time}, timestamptz 'epoch')"
+
+
+def _minutes(source: str, close_tick: bool = False) -> str:
+    """Aggregates of each (symbol, minute) of the ticks in `source`; with close_tick, the full latest tick too
+    (for the live updates)."""
+    close_tick_columns = """,
+       (array_agg(size ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_size,
+       (array_agg(side ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_side,
+       (array_agg(source ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_source""" if close_tick else ""
+    return f"""
+SELECT symbol COLLATE "C" AS symbol, {utc_bucket('1 minute', 'event_time')} AS bucket,
        min(price) AS low, max(price) AS high, sum(size) AS volume, count(*) AS trades,
        sum(price * size) AS turnover, sum(price) AS price_sum,
        (array_agg(price ORDER BY event_time, trade_id COLLATE "C"))[1] AS open,
@@ -25,18 +38,15 @@ SELECT symbol COLLATE "C" AS symbol, date_trunc('minute', event_time) AS bucket,
        (array_agg(event_time ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_time,
        (array_agg(trade_id ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_trade_id,
        coalesce(sum(size) FILTER (WHERE side = 1), 0) AS taker_buy_volume,
-       coalesce(sum(price * size) FILTER (WHERE side = 1), 0) AS taker_buy_turnover{extra}
+       coalesce(sum(price * size) FILTER (WHERE side = 1), 0) AS taker_buy_turnover{close_tick_columns}
 FROM {source}
 GROUP BY 1, 2
 """
 
-# The latest tick of each (symbol, minute) in full, for the live updates of FOLD_TICKS.
-_CLOSE_TICK = """,
-       (array_agg(size ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_size,
-       (array_agg(side ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_side,
-       (array_agg(source ORDER BY event_time, trade_id COLLATE "C"))[count(*)] AS close_source"""
 
-_UPSERT_CANDLES = """
+def _upsert_candles(table: str, source: str, returning: str) -> str:
+    """Merges the candles of `source` into `table`: order-independent (earliest open, latest close, sums)."""
+    return f"""
 INSERT INTO {table} AS c (symbol, bucket, open, high, low, close, volume, trades, turnover,
                           open_time, open_trade_id, close_time, close_trade_id,
                           taker_buy_volume, taker_buy_turnover)
@@ -66,17 +76,19 @@ ON CONFLICT (symbol, bucket) DO UPDATE SET
 {returning}
 """
 
+
 _CANDLE_RETURNING = """RETURNING symbol, bucket, open::float8, high::float8, low::float8, close::float8, volume::float8, trades,
           vwap::float8, turnover::float8 AS quote_volume, taker_buy_volume::float8 AS taker_buy_volume,
           taker_buy_turnover::float8 AS taker_buy_quote_volume"""
-_UPSERT_OHLC = _UPSERT_CANDLES.format(table="ohlc_1m", source="minutes", returning=_CANDLE_RETURNING)
 
 # The stored tiers: candles of UTC quarter hours, hours and days, built from the batch's minute aggregates and
 # merged exactly as minutes are (so they equal rebuild_tiers() over ohlc_1m, whatever the order of the ticks).
 TIERS = {"ohlc_15m": "15 minutes", "ohlc_1h": "1 hour", "ohlc_1d": "1 day"}
 
-_TIER_BUCKETS = """
-SELECT symbol, date_bin('{step}', bucket, timestamptz '1970-01-01 00:00:00+00') AS bucket,
+
+def _tier_buckets(step: str) -> str:
+    return f"""
+SELECT symbol, {utc_bucket(step, 'bucket')} AS bucket,
        min(low) AS low, max(high) AS high, sum(volume) AS volume, sum(trades) AS trades, sum(turnover) AS turnover,
        (array_agg(open ORDER BY open_time, open_trade_id COLLATE "C"))[1] AS open, min(open_time) AS open_time,
        (array_agg(open_trade_id ORDER BY open_time, open_trade_id COLLATE "C"))[1] AS open_trade_id,
@@ -88,10 +100,6 @@ FROM minutes
 GROUP BY 1, 2
 """
 
-_TIER_CTES = "".join(
-    f"""{table}_buckets AS ({_TIER_BUCKETS.format(step=step)}),
-{table}_upserted AS ({_UPSERT_CANDLES.format(table=table, source=f"{table}_buckets", returning="RETURNING 1")}),
-""" for table, step in TIERS.items())
 
 _UPSERT_METRICS = """
 INSERT INTO metrics_1m AS m (symbol, bucket, min, max, price_sum, trades, volume, turnover,
@@ -114,16 +122,18 @@ ON CONFLICT (symbol, bucket) DO UPDATE SET
 RETURNING 1
 """
 
-# $1 symbol text[], $2 trade_id text[], $3 event time as µs since the epoch int8[], $4 price float8[],
-# $5 size float8[], $6 side int2[], $7 source text[].
-# Returns one row per symbol that gained ticks: its latest new tick and that tick's committed candle,
-# plus the number of new ticks of the whole batch (same on every row).
-#
 # Sorts and groupings compare symbols and trade ids with COLLATE "C" (bytewise, no strcoll): symbols are
-# [A-Z0-9._-] (ingest validates them), so upserts still take their row locks in one global order; the
-# latest tick of each symbol is read from the per-minute aggregates (a few rows) rather than re-sorting
-# every inserted tick.
-_FOLD_BODY = f"""
+# [A-Z0-9._-] (ingest validates them), so upserts still take their row locks in one global order; each
+# minute's latest tick is read from the per-minute aggregates (a few rows) rather than re-sorting every
+# inserted tick.
+def _fold(received: str = "") -> str:
+    """The CTEs after `batch` (the ticks to fold) and the final SELECT: one row per (symbol, minute) that
+    gained ticks, with the minute's latest new tick and its committed candle (each becomes a live update), and
+    the number of new ticks of the whole batch (the same on every row). `received` adds a column."""
+    tiers = "".join(f"""{table}_buckets AS ({_tier_buckets(step)}),
+{table}_upserted AS ({_upsert_candles(table, f"{table}_buckets", "RETURNING 1")}),
+""" for table, step in TIERS.items())
+    return f"""
 inserted AS (
     INSERT INTO ticks_history (symbol, trade_id, event_time, price, size, side, source)
     SELECT symbol, trade_id, event_time, price, size, side, source FROM batch
@@ -131,13 +141,13 @@ inserted AS (
     ON CONFLICT (symbol, event_time, trade_id) DO NOTHING
     RETURNING symbol, trade_id, event_time, price, size, side, source
 ),
-minutes AS ({_MINUTES.format(source="inserted", extra=_CLOSE_TICK)}),
-candles AS ({_UPSERT_OHLC}),
+minutes AS ({_minutes("inserted", close_tick=True)}),
+candles AS ({_upsert_candles("ohlc_1m", "minutes", _CANDLE_RETURNING)}),
 metrics AS ({_UPSERT_METRICS}),
-{_TIER_CTES}latest AS (
-    SELECT DISTINCT ON (symbol) symbol, bucket, close_trade_id AS trade_id, close_time AS event_time,
+{tiers}touched AS (
+    SELECT symbol, bucket, close_trade_id AS trade_id, close_time AS event_time,
            close::float8 AS price, close_size::float8 AS size, close_side AS side, close_source AS source
-    FROM minutes ORDER BY symbol, bucket DESC
+    FROM minutes
 ),
 counts AS (
     SELECT coalesce(sum(trades), 0)::int8 AS inserted, count(*) AS minutes FROM minutes
@@ -146,22 +156,27 @@ SELECT l.symbol, l.trade_id, l.event_time, l.price, l.size, l.side, l.source,
        c.bucket, c.open, c.high, c.low, c.close, c.volume, c.trades, c.vwap,
        c.quote_volume, c.taker_buy_volume, c.taker_buy_quote_volume,
        CASE WHEN p.closes = 9 THEN (p.close_sum + c.close) / 10 END AS sma10,
-       n.inserted, n.minutes, (SELECT count(*) FROM metrics) AS metrics_rows{{received}}
+       n.inserted, n.minutes, (SELECT count(*) FROM metrics) AS metrics_rows{received}
 FROM counts n
-LEFT JOIN (latest l JOIN candles c ON c.symbol = l.symbol AND c.bucket = l.bucket) ON true
--- SMA10 of the live candle: its close and the 9 stored minutes before it (the statement's own upserts are
--- not visible to it, and the minutes before the latest one are what they were). l.symbol is COLLATE "C": compared
--- in the column's own collation, so each partition's primary key serves the probe (else: a scan of every minute).
+LEFT JOIN (touched l JOIN candles c ON c.symbol = l.symbol AND c.bucket = l.bucket) ON true
+-- SMA10 of each minute: its close and the 9 stored minutes before it (the statement's own upserts are not
+-- visible to it: a minute before it that this batch also touched counts with its previous close).
+-- l.symbol is COLLATE "C": compared in the column's own collation, so each partition's primary key serves
+-- the probe (else: a scan of every minute).
 LEFT JOIN LATERAL (
     SELECT count(*) AS closes, sum(x.close)::float8 AS close_sum
     FROM (SELECT o.close FROM ohlc_1m o WHERE o.symbol = l.symbol COLLATE "default" AND o.bucket < l.bucket
           ORDER BY o.bucket DESC LIMIT 9) x
 ) p ON l.symbol IS NOT NULL
+ORDER BY l.symbol, l.bucket
 """
+
 
 # Doubles become numerics through their text form, the shortest decimal that reads back as the same double
 # (PostgreSQL >= 12 with extra_float_digits >= 1, the default, which the aggregator's pool sets anyway): a
 # direct float8::numeric keeps only 15 significant digits. So ticks_raw, ticks_history and the candles agree.
+# $1 symbol text[], $2 trade_id text[], $3 event time as µs since the epoch int8[], $4 price float8[],
+# $5 size float8[], $6 side int2[], $7 source text[].
 FOLD_TICKS = f"""
 WITH batch AS (
     SELECT symbol, trade_id, timestamptz 'epoch' + event_us * interval '1 microsecond' AS event_time,
@@ -169,7 +184,7 @@ WITH batch AS (
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::float8[], $6::int2[], $7::text[])
          AS t(symbol, trade_id, event_us, price, size, side, source)
 ),
-{_FOLD_BODY.format(received="")}"""
+{_fold()}"""
 
 # The aggregator's whole batch in one statement (one round trip, one implicit transaction): the ledger
 # insert of the batch's message sequences (those above the stream incarnation's pruned floor: at or below
@@ -185,7 +200,9 @@ WITH batch AS (
 # symbol is NULL on that row when no tick was new.
 JOINED_SEPARATOR = "\x1f"
 
-_COMMIT_BATCH = """
+
+def _commit_batch(inputs: str) -> str:
+    return f"""
 WITH ledger AS (
     INSERT INTO processed_messages (stream, seq)
     SELECT $1, seq FROM unnest($2::int8[]) AS seq
@@ -208,17 +225,15 @@ batch AS (
     SELECT symbol, trade_id, event_time, price_f::text::numeric AS price, size_f::text::numeric AS size, side, source
     FROM fresh
 ),
-{body}"""
+{_fold(received=", (SELECT count(*) FROM fresh) AS received")}"""
 
-COMMIT_BATCH = _COMMIT_BATCH.format(
-    inputs="$3::int8[], $4::text[], $5::text[], $6::int8[], $7::float8[], $8::float8[], $9::int2[], $10::text[]",
-    body=_FOLD_BODY.format(received=", (SELECT count(*) FROM fresh) AS received"))
 
-COMMIT_BATCH_JOINED = _COMMIT_BATCH.format(
-    inputs="string_to_array($3::text, ',')::int8[], string_to_array($4::text, E'\\x1f'), "
+COMMIT_BATCH = _commit_batch(
+    "$3::int8[], $4::text[], $5::text[], $6::int8[], $7::float8[], $8::float8[], $9::int2[], $10::text[]")
+
+COMMIT_BATCH_JOINED = _commit_batch("string_to_array($3::text, ',')::int8[], string_to_array($4::text, E'\\x1f'), "
            "string_to_array($5::text, E'\\x1f'), string_to_array($6::text, ',')::int8[], $7::float8[], $8::float8[], "
-           "string_to_array($9::text, ',')::int2[], string_to_array($10::text, E'\\x1f')",
-    body=_FOLD_BODY.format(received=", (SELECT count(*) FROM fresh) AS received"))
+           "string_to_array($9::text, ',')::int2[], string_to_array($10::text, E'\\x1f')")
 
 # Rebuild: $1 symbol, $2 from (inclusive), $3 to (exclusive), both minute-aligned.
 REBUILD_DELETE = """
@@ -227,9 +242,8 @@ DELETE FROM metrics_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3
 """
 
 REBUILD_INSERT = f"""
-WITH minutes AS ({_MINUTES.format(extra="",
-    source="(SELECT * FROM ticks_history WHERE symbol = $1 AND event_time >= $2 AND event_time < $3) AS t")}),
-candles AS ({_UPSERT_OHLC}),
+WITH minutes AS ({_minutes("(SELECT * FROM ticks_history WHERE symbol = $1 AND event_time >= $2 AND event_time < $3) AS t")}),
+candles AS ({_upsert_candles("ohlc_1m", "minutes", _CANDLE_RETURNING)}),
 metrics AS ({_UPSERT_METRICS})
 SELECT (SELECT count(*) FROM candles) AS minutes, (SELECT coalesce(sum(trades), 0) FROM minutes)::int8 AS ticks
 """

@@ -50,7 +50,7 @@ API_KEY_SERVICES = frozenset({f"{PACKAGE}.IngestService"})
 
 # Operation ids of the routes the edge serves itself; resolved to functions of marketdata.edge.
 MAX_STREAM_SYMBOLS = 50
-# Symbols per /realtime/ticker stream: as many as a WatchTicker stream takes (query.live.MAX_WATCH_SYMBOLS).
+# Symbols per /realtime/ticker stream: as many as a WatchTicker stream takes (rules.MAX_WATCH_SYMBOLS).
 MAX_TICKER_STREAM_SYMBOLS = 100
 
 # HTTP statuses documented for every RPC-backed operation, with the gRPC codes behind them.

@@ -1,5 +1,5 @@
 """The one way a marketdata process opens a gRPC channel to another one (edge -> ingest/query/aggregator,
-feeder -> ingest): balanced over every replica, retried where a retry cannot do harm.
+feeder -> ingest): balanced over every replica, retried where a retry cannot do harm, traced when tracing is on.
 
 A `host:port` address is dialled as `dns:///host:port`: the DNS resolver returns every address of
 the name (in Kubernetes the pods of a headless Service) and `round_robin` keeps a connection to
@@ -15,6 +15,8 @@ import json
 from collections.abc import Sequence
 
 import grpc
+
+from marketdata.common.tracing import client_interceptors
 
 # Re-resolving the name at most this often; below the servers' connection age so that a new pod is
 # found on the first reconnection after it became ready.
@@ -74,5 +76,7 @@ def channel_options(extra: Sequence[tuple[str, object]] = ()) -> list[tuple[str,
 
 
 def open_channel(address: str, extra_options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to every replica behind `address` (see the module docstring)."""
-    return grpc.aio.insecure_channel(channel_target(address), options=channel_options(extra_options))
+    """An insecure grpc.aio channel to every replica behind `address` (see the module docstring), with client
+    spans while tracing is on."""
+    return grpc.aio.insecure_channel(channel_target(address), options=channel_options(extra_options),
+                                     interceptors=client_interceptors())

@@ -1,4 +1,4 @@
-"""The one gRPC server bootstrap: health per dependency, reflection, metrics, graceful shutdown on SIGTERM."""
+"""The one gRPC server bootstrap: health per dependency, reflection, metrics, traces, graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge
 
 from marketdata.common.config import Settings
+from marketdata.common.errors import PortInUseError
 from marketdata.common.metrics import MetricsInterceptor, serve_metrics
+from marketdata.common.tracing import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,6 @@ LIVENESS_SERVICE = "liveness"
 HEALTH_SERVING = Gauge("health_serving", "1 while the process reports SERVING for its readiness", ["service"])
 DEPENDENCY_UP = Gauge("health_dependency_up", "1 while a dependency of the process answers", ["dependency"])
 # --- end health ---------------------------------------------------------------------------------------------
-
-
-class PortInUseError(SystemExit):
-    pass
 
 
 class GrpcServiceHost:
@@ -52,7 +50,8 @@ class GrpcServiceHost:
         self.port = port
         self.port_setting = port_setting
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), *interceptors],
+            # Tracing outermost, so a call refused by a later interceptor (an API key) has its span too.
+            interceptors=[*server_interceptors(), MetricsInterceptor(), *interceptors],
             options=[
                 # Without this a second server could silently share the port.
                 ("grpc.so_reuseport", 0),
@@ -148,9 +147,7 @@ class GrpcServiceHost:
         try:
             self.server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise PortInUseError(
-                f"cannot listen on {address}: port {self.port} is already in use or not allowed "
-                f"(set {self.port_setting} to another port)") from exc
+            raise PortInUseError(self.settings.bind_host, self.port, self.port_setting) from exc
         await self._set_all(NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, SERVING)
         metrics_port = self.settings.metrics_port_for(self.port_setting.removesuffix("_PORT").lower())

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line (or plain text for humans), with the service name on every record."""
+"""Structured logs: one JSON object per line (or plain text for humans), with the service name on every record
+and, inside a span, its trace_id and span_id (to find the trace of a log line)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import logging
 import sys
 import time
+
+from opentelemetry import trace
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -23,6 +26,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         # Anything passed with `extra=` becomes a field of its own.
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:

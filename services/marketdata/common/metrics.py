@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
+
+from marketdata.common.interceptors import Around, CallEnd, CallInterceptor
 
 GRPC_HANDLED = Counter("grpc_server_handled_total", "gRPC calls completed", ["grpc_service", "grpc_method", "grpc_code"])
 GRPC_LATENCY = Histogram(
@@ -33,48 +34,20 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every call by code and times it (a stream's time is its whole life)."""
+class MetricsInterceptor(CallInterceptor):
+    """Counts every call by the code its client got (an unhandled exception: UNKNOWN) and times it (a stream's
+    time is its whole life)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith("/grpc."):
-            return handler
-        service, name = _split(handler_call_details.method)
+    def around(self, details: grpc.HandlerCallDetails) -> Around:
+        service, name = _split(details.method)
 
-        def finish(context: grpc.aio.ServicerContext, started: float) -> None:
-            code = context.code()
-            GRPC_HANDLED.labels(service, name, code.name if isinstance(code, grpc.StatusCode) else "OK").inc()
-            GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+        @contextmanager
+        def measured(context: grpc.aio.ServicerContext, ended: CallEnd) -> Iterator[None]:
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                GRPC_HANDLED.labels(service, name, ended.code(context).name).inc()
+                GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
 
-        def timed(inner: Callable[..., Any]) -> Callable[..., Any]:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                try:
-                    return await inner(request, context)
-                finally:
-                    finish(context, started)
-            return call
-
-        def timed_stream(inner: Callable[..., Any]) -> Callable[..., Any]:
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                try:
-                    async for response in inner(request, context):
-                        yield response
-                finally:
-                    finish(context, started)
-            return stream
-
-        serializers = (handler.request_deserializer, handler.response_serializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(timed(handler.unary_unary), *serializers)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(timed(handler.stream_unary), *serializers)
-        if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
-            return grpc.unary_stream_rpc_method_handler(timed_stream(handler.unary_stream), *serializers)
-        return handler
+        return measured

@@ -1,4 +1,5 @@
-"""Entry point shared by every process: settings, logging, asyncio, and an exit code that says what went wrong."""
+"""Entry point shared by every process: settings, logging, tracing, asyncio, and an exit code that says what went
+wrong."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from marketdata.common.config import Settings, SettingsError, load_settings
 from marketdata.common.logging import configure_logging
+from marketdata.common.tracing import setup_tracing
 
 
 def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: list[str] | None = None,
@@ -21,6 +23,7 @@ def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: l
     except SettingsError as exc:
         sys.exit(f"marketdata {name}: configuration error: {exc}")
     configure_logging(name, settings.log_level, settings.log_format)
+    setup_tracing(name)
     try:
         asyncio.run(serve(settings))
     except SettingsError as exc:

@@ -1,4 +1,5 @@
-"""Publishes validated ticks to JetStream and answers only once JetStream has acknowledged them."""
+"""Publishes validated ticks to JetStream and answers only once JetStream has acknowledged them; each message
+carries the trace context of the `ingest.publish` span (traceparent header) to the aggregator."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from marketdata.common.config import Settings
 from marketdata.common.nats import ensure_streams
+from marketdata.common.tracing import inject, tracer
 from marketdata.ingest.validation import ValidatedBatch
 from marketdata.v1 import events_pb2
 
@@ -58,7 +60,7 @@ class TickPublisher:
         wait = min(PUBLISH_TIMEOUT_SECONDS, timeout) if timeout else PUBLISH_TIMEOUT_SECONDS
 
         async def send(subject: str, payload: bytes) -> bool:
-            headers = {"Nats-Msg-Id": message_id(subject, payload)}
+            headers = inject({"Nats-Msg-Id": message_id(subject, payload)})
             try:
                 ack = await js.publish(subject, payload, timeout=wait, headers=headers)
             except (NoStreamResponseError, NoRespondersError):
@@ -67,11 +69,14 @@ class TickPublisher:
                 ack = await js.publish(subject, payload, timeout=wait, headers=headers)
             return bool(ack.duplicate)
 
-        try:
-            duplicates = await asyncio.gather(*(send(subject, payload) for subject, payload, _ in messages))
-        except (ConnectionClosedError, TimeoutError, asyncio.TimeoutError, NoRespondersError,
-                NoStreamResponseError, OutboundBufferLimitError, APIError) as exc:
-            raise JetStreamUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        with tracer.start_as_current_span("ingest.publish", attributes={
+                "messaging.system": "nats", "messages": len(messages),
+                "ticks": sum(count for _, _, count in messages)}):
+            try:
+                duplicates = await asyncio.gather(*(send(subject, payload) for subject, payload, _ in messages))
+            except (ConnectionClosedError, TimeoutError, asyncio.TimeoutError, NoRespondersError,
+                    NoStreamResponseError, OutboundBufferLimitError, APIError) as exc:
+                raise JetStreamUnavailable(f"{type(exc).__name__}: {exc}") from exc
         result = PublishResult(duplicates=batch.duplicates)
         for (_, _, count), duplicate in zip(messages, duplicates):
             if duplicate:

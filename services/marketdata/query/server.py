@@ -8,13 +8,13 @@ import logging
 import asyncpg
 
 from marketdata.common.config import Settings
-from marketdata.common.database import SchemaCheck, create_pool
+from marketdata.common.database import DATABASE_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
+from marketdata.common.live import LiveFeed
 from marketdata.common.nats import NatsConnection
 from marketdata.migrate.migrations import latest_version, migrations_directory
 from marketdata.query.history import History
-from marketdata.query.live import LiveHub
-from marketdata.query.servicer import QueryServicer
+from marketdata.query.servicer import WATCH_METRICS, QueryServicer
 from marketdata.v1 import query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ async def serve(settings: Settings) -> None:
                              server_settings={"work_mem": WORK_MEM, "jit": "off", "plan_cache_mode": "force_generic_plan"})
     nats = NatsConnection(settings.nats_url, "query")
     nats.start()
-    hub = LiveHub(nats, settings)
+    feed = LiveFeed(nats, settings.live_subject, WATCH_METRICS)
 
     host = GrpcServiceHost(settings=settings, port=settings.query_port, port_setting="QUERY_PORT")
     history = History(pool)
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(settings, history, hub), host.server)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(settings, history, feed), host.server)
     host.add_service(SERVICE_NAME)
     host.add_dependency("postgres", SchemaCheck(pool, required_version))
 
@@ -64,21 +64,18 @@ async def serve(settings: Settings) -> None:
         # WatchTicks streams never end by themselves: end them as soon as shutdown starts, so the drain
         # of in-flight calls does not wait for them.
         await host.stopping.wait()
-        hub.close()
+        feed.close_streams()
 
     host.add_background(end_streams_on_shutdown(), "end-watch-streams")
 
     async def close_pool() -> None:
         try:
             await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_SECONDS)
-        except (TimeoutError, Exception):  # noqa: BLE001 - closing anyway
+        except (asyncio.TimeoutError, *DATABASE_ERRORS):  # closing anyway
             pool.terminate()
-
-    async def close_hub() -> None:
-        hub.close()
 
     # Cleanups run in reverse order: streams, then NATS, then PostgreSQL.
     host.add_cleanup(close_pool)
     host.add_cleanup(nats.close)
-    host.add_cleanup(close_hub)
+    host.add_cleanup(feed.close)
     await host.run()

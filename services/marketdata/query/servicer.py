@@ -16,8 +16,8 @@ from marketdata.common import rules
 from marketdata.common.config import Settings
 from marketdata.common.database import CONNECTION_ERRORS
 from marketdata.common.errors import FieldViolations
+from marketdata.common.live import LiveFeed, LiveMetrics, LiveUnavailable
 from marketdata.query.history import History, SymbolNotFound, TooManyRows, parse_history_request, symbol_problem
-from marketdata.query.live import MAX_WATCH_SYMBOLS, LiveHub, UnavailableError
 from marketdata.query.ticker import (
     DEFAULT_WINDOW,
     MAX_TICKER_SYMBOLS,
@@ -35,6 +35,7 @@ T = TypeVar("T")
 # A remaining time above this means the caller set no deadline (gRPC reports an "infinite" one as huge).
 NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
 UNAVAILABLE_LOG_INTERVAL_SECONDS = 5.0
+WATCH_METRICS = LiveMetrics("query_watch", "WatchTicks and WatchTicker streams")
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -46,10 +47,10 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
-    def __init__(self, settings: Settings, history: History, hub: LiveHub) -> None:
+    def __init__(self, settings: Settings, history: History, feed: LiveFeed) -> None:
         self.settings = settings
         self.history = history
-        self.hub = hub
+        self.feed = feed
         self.ticker_feed = TickerFeed(lambda symbols, window_size, length: history.ticker(
             symbols, window_size, length, None))
         self._unavailable_logged = -UNAVAILABLE_LOG_INTERVAL_SECONDS
@@ -136,30 +137,23 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size)
         if not symbols:
             violations.add("symbol", "give at least one symbol")
-        elif len(symbols) > MAX_WATCH_SYMBOLS:
-            violations.add("symbol", f"at most {MAX_WATCH_SYMBOLS} symbols per stream")
+        elif len(symbols) > rules.MAX_WATCH_SYMBOLS:
+            violations.add("symbol", f"at most {rules.MAX_WATCH_SYMBOLS} symbols per stream")
         await violations.abort_if_any(context)
         assert length is not None
         first = await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
         try:
-            async with self.hub.watch(symbols) as queue:
+            async with self.feed.watch(symbols) as subscriber:
                 await context.send_initial_metadata(())
                 yield query_pb2.WatchTickerResponse(items=first.items)
-                while True:
-                    item = await queue.get()
-                    if item is None:  # the server is shutting down
-                        return
-                    changed = {item[0]}
+                while (taken := await subscriber.take()) is not None:
                     await asyncio.sleep(PUSH_SECONDS)  # a second's trades in one message
-                    while len(queue):
-                        item = await queue.get()
-                        if item is None:
-                            return
-                        changed.add(item[0])
+                    changed = {update.symbol for update in (*taken[1], *subscriber.drain()[1])}
                     items = await self._run(context, lambda _: self.ticker_feed.tickers(
                         [s for s in symbols if s in changed], window_size, length))
                     yield query_pb2.WatchTickerResponse(items=items)
-        except UnavailableError as exc:
+                await self._end_watch(context, subscriber.reason)
+        except LiveUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def WatchTicks(self, request: query_pb2.WatchTicksRequest,
@@ -167,8 +161,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         violations = FieldViolations()
         if not request.symbols:
             violations.add("symbols", "give at least one symbol")
-        elif len(request.symbols) > MAX_WATCH_SYMBOLS:
-            violations.add("symbols", f"at most {MAX_WATCH_SYMBOLS} symbols per stream")
+        elif len(request.symbols) > rules.MAX_WATCH_SYMBOLS:
+            violations.add("symbols", f"at most {rules.MAX_WATCH_SYMBOLS} symbols per stream")
         for index, symbol in enumerate(request.symbols):
             problem = symbol_problem(symbol)
             if problem:
@@ -179,14 +173,20 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         if unknown:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol: {', '.join(unknown)}")
         try:
-            async with self.hub.watch(symbols) as queue:
+            async with self.feed.watch(symbols) as subscriber:
                 # Headers go out once the subscriptions are in place: a client awaiting the initial
                 # metadata knows that every update committed from then on reaches it.
                 await context.send_initial_metadata(())
-                while True:
-                    item = await queue.get()
-                    if item is None:  # the server is shutting down
-                        return
-                    yield query_pb2.WatchTicksResponse(update=item[1])
-        except UnavailableError as exc:
+                while (taken := await subscriber.take()) is not None:
+                    for update in taken[1]:
+                        yield query_pb2.WatchTicksResponse(update=update.message)
+                await self._end_watch(context, subscriber.reason)
+        except LiveUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    @staticmethod
+    async def _end_watch(context: grpc.aio.ServicerContext, reason: str) -> None:
+        """A stream the feed ended: OK at shutdown, RESOURCE_EXHAUSTED for a client that stopped reading."""
+        if reason == "behind":
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "the stream fell too far behind the live feed; watch again")
