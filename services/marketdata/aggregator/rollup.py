@@ -101,11 +101,14 @@ GROUP BY 1, 2
 """
 
 
+# A metrics row is locked only once its candle is (the semi-join on the candle upsert's RETURNING): whatever
+# order the executor runs the two upserts in, concurrent batches meet first on a candle row, locked in key
+# order, and so cannot deadlock.
 _UPSERT_METRICS = """
 INSERT INTO metrics_1m AS m (symbol, bucket, min, max, price_sum, trades, volume, turnover,
                              last, last_time, last_trade_id)
 SELECT symbol, bucket, low, high, price_sum, trades, volume, turnover, close, close_time, close_trade_id
-FROM minutes ORDER BY symbol, bucket
+FROM minutes WHERE (symbol, bucket) IN (SELECT symbol, bucket FROM candles) ORDER BY symbol, bucket
 ON CONFLICT (symbol, bucket) DO UPDATE SET
     min = least(m.min, excluded.min),
     max = greatest(m.max, excluded.max),
