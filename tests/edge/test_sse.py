@@ -399,3 +399,36 @@ async def test_events_are_sent_as_the_document_declares_them(edge_stack: EdgeSta
         assert conforms(document, data_schemas[event.event], payload) == [], (event.event, payload)
     # The check can fail: an update's data is not a Resync.
     assert conforms(document, data_schemas["resync"], json.loads(events[1].data))
+
+
+async def test_the_sse_send_hook_is_still_sse_starlettes() -> None:
+    """The edge's one override of a library internal (LiveStreamResponse._send_with_timeout): sse-starlette
+    must still send every message of a stream through it, or the override silently stops applying."""
+    from sse_starlette import EventSourceResponse
+
+    from marketdata.edge.server import LiveStreamResponse
+
+    assert LiveStreamResponse._send_with_timeout is not EventSourceResponse._send_with_timeout
+    used: list[str] = []
+
+    class Probe(EventSourceResponse):
+        async def _send_with_timeout(self, send, message) -> None:  # type: ignore[no-untyped-def]
+            used.append(message["type"])
+            await send(message)
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield b"data: 1\n\n"
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    await asyncio.wait_for(Probe(body(), sep="\n")(scope, receive, send), 5)
+    bodies = [m for m in sent if m["type"] == "http.response.body" and m.get("body")]
+    assert bodies and used.count("http.response.body") >= len(bodies), (used, sent)

@@ -63,6 +63,7 @@ async def open_stream(feed: LiveFeed, symbols: Iterable[str],
 async def frames(subscriber: Subscriber, first: bytes) -> AsyncIterator[bytes]:
     """The body of one stream: what sse-starlette sends, chunk by chunk."""
     feed = subscriber.feed
+    traced = tracing.enabled()  # decided at start-up; a span per chunk and client costs CPU even when no-op
     try:
         yield first
         while (taken := await subscriber.take()) is not None:
@@ -70,6 +71,9 @@ async def frames(subscriber: Subscriber, first: bytes) -> AsyncIterator[bytes]:
             chunk = b"".join(update.payload for update in updates)
             if gap is not None:
                 chunk = resync_frame(f"{feed.boot_id}-{gap}", "the live feed was interrupted; reload history") + chunk
+            if not traced:
+                yield chunk
+                continue
             # The write joins the trace of the commit that published the (first) update; yielding returns once
             # sse-starlette has sent the chunk.
             span = tracing.tracer.start_span(
