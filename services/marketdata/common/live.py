@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf.message import DecodeError
 from nats.errors import Error as NatsError
@@ -201,15 +201,13 @@ class LiveFeed:
         cannot be given completely (the client must reload instead)."""
         if self.closing:
             self._reject("shutdown", LiveUnavailable("the service is shutting down"))
-        if len(self.subscribers) >= self.max_streams:
-            self._reject("full", LiveFull(f"{self.max_streams} live streams are open, the most this service serves"))
+        self._check_capacity()
         if self.nats.client is None or self.nats.client.is_closed:
             try:
                 await self.nats.wait_connected(self.connect_timeout)
             except asyncio.TimeoutError:
                 self._reject("nats", LiveUnavailable("the live feed (NATS) is unreachable"))
-            if len(self.subscribers) >= self.max_streams:
-                self._reject("full", LiveFull(f"{self.max_streams} live streams are open, the most this service serves"))
+            self._check_capacity()  # others may have opened meanwhile
         subscriber = Subscriber(self, tuple(dict.fromkeys(symbols)))
         self.subscribers.add(subscriber)
         self.metrics.streams.set(len(self.subscribers))
@@ -226,9 +224,22 @@ class LiveFeed:
             self._reject("nats", LiveUnavailable("could not subscribe to the live feed"))
         return subscriber, missed
 
-    def _reject(self, reason: str, error: Exception) -> None:
+    def _check_capacity(self) -> None:
+        if len(self.subscribers) >= self.max_streams:
+            self._reject("full", LiveFull(f"{self.max_streams} live streams are open, the most this service serves"))
+
+    def _reject(self, reason: str, error: Exception) -> NoReturn:
         self.metrics.rejected.labels(reason).inc()
         raise error
+
+    @asynccontextmanager
+    async def watch(self, symbols: Iterable[str]) -> AsyncIterator[Subscriber]:
+        """A subscriber for the duration of the block."""
+        subscriber, _ = await self.open(symbols)
+        try:
+            yield subscriber
+        finally:
+            self.remove(subscriber)
 
     def _missed(self, subscriber: Subscriber, last_event_id: str) -> list[Update] | None:
         boot, _, counter = last_event_id.strip().rpartition("-")
@@ -385,15 +396,6 @@ class LiveFeed:
                 self.drop(subscriber, "shutdown")
             else:
                 self.remove(subscriber)
-
-    @asynccontextmanager
-    async def watch(self, symbols: Iterable[str]) -> AsyncIterator[Subscriber]:
-        """A subscriber for the duration of the block."""
-        subscriber, _ = await self.open(symbols)
-        try:
-            yield subscriber
-        finally:
-            self.remove(subscriber)
 
     async def wait_streams_closed(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
