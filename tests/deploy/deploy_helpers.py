@@ -47,8 +47,12 @@ class Scenario:
         return args + list(self.extra)
 
 
+# The one value the chart requires (it has no default API key, as ingest has none).
+API_KEY_SET = "auth.apiKeys=test-key"
+
 SCENARIOS = {
-    "default": Scenario("default"),
+    # The chart's defaults plus the required key.
+    "default": Scenario("default", sets=(API_KEY_SET,)),
     "kind": Scenario("kind", values=(KIND_VALUES,)),
     "external-db": Scenario("external-db", values=(CHART / "ci" / "external-db-values.yaml",)),
     "production": Scenario("production", values=(CHART / "ci" / "production-values.yaml",)),

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from .deploy_helpers import (CHART, NAMESPACE, SCENARIOS, find, load_yaml, pod_spec,
+from .deploy_helpers import (API_KEY_SET, CHART, NAMESPACE, SCENARIOS, find, load_yaml, pod_spec,
                             run_helm)
 
 APP_COMPONENTS = ("ingest", "aggregator", "query", "edge", "feeder")
@@ -96,26 +96,39 @@ def test_schema_describes_every_default_value():
     ("networkPolicy.extraIngress[0].form[0].podSelector.matchLabels.a=b", "form"),
 ])
 def test_schema_rejects_misspelt_or_invalid_values(helm, override, needle):
-    result = run_helm(helm, "template", "md", str(CHART), "--set", override, check=False)
+    result = run_helm(helm, "template", "md", str(CHART), "--set", API_KEY_SET, "--set", override, check=False)
     assert result.returncode != 0, f"--set {override} was accepted"
     assert "schema" in result.stderr and needle in result.stderr, result.stderr
 
 
+def test_the_chart_has_no_default_api_key(helm):
+    """As ingest refuses to start without API_KEYS, the chart refuses to render without keys: no release goes
+    out accepting a key printed in the README."""
+    result = run_helm(helm, "template", "md", str(CHART), check=False)
+    assert result.returncode != 0
+    assert "auth.apiKeys is empty and auth.existingSecret is not set" in result.stderr, result.stderr
+    for value in ("--set", "auth.apiKeys= "), ("--set", "auth.existingSecret=keys"), ("--set", "auth.apiKeys=k1"):
+        rendered = run_helm(helm, "template", "md", str(CHART), *value, check=False)
+        assert (rendered.returncode == 0) == (value[1] != "auth.apiKeys= "), rendered.stderr
+
+
 def test_disabling_postgresql_without_external_database_fails_clearly(helm):
-    result = run_helm(helm, "template", "md", str(CHART), "--set", "postgresql.enabled=false", check=False)
+    result = run_helm(helm, "template", "md", str(CHART), "--set", API_KEY_SET, "--set", "postgresql.enabled=false",
+                      check=False)
     assert result.returncode != 0
     assert "postgresql.enabled is false but no external database is configured" in result.stderr
     assert "externalDatabase.url" in result.stderr and "externalDatabase.existingSecret" in result.stderr
 
 
 def test_disabling_nats_without_external_nats_fails_clearly(helm):
-    result = run_helm(helm, "template", "md", str(CHART), "--set", "nats.enabled=false", check=False)
+    result = run_helm(helm, "template", "md", str(CHART), "--set", API_KEY_SET, "--set", "nats.enabled=false",
+                      check=False)
     assert result.returncode != 0
     assert "nats.enabled is false but no external NATS is configured" in result.stderr
 
 
 def test_external_database_with_in_chart_postgresql_is_refused(helm):
-    result = run_helm(helm, "template", "md", str(CHART), "--set",
+    result = run_helm(helm, "template", "md", str(CHART), "--set", API_KEY_SET, "--set",
                       "externalDatabase.url=postgresql://u:p@db:5432/md", check=False)
     assert result.returncode != 0 and "set postgresql.enabled=false" in result.stderr
 

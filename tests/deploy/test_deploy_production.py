@@ -10,19 +10,20 @@ import re
 import pytest
 import yaml
 
-from .deploy_helpers import CHART, NAMESPACE, REPO, find, load_yaml, run_helm
+from .deploy_helpers import API_KEY_SET, CHART, NAMESPACE, REPO, find, load_yaml, run_helm
 
 APP = ("ingest", "aggregator", "query", "edge", "feeder")
 MIB = 1 << 20
 
 
 def template(helm, *args: str) -> list[dict]:
-    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, *args)
+    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, "--set", API_KEY_SET, *args)
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def template_fails(helm, *args: str) -> str:
-    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, "--set", API_KEY_SET, *args,
+                      check=False)
     assert result.returncode != 0, f"rendered with {args}"
     return result.stderr
 
@@ -136,7 +137,8 @@ def test_generated_password_survives_uninstall(rendered):
 
 def test_existing_password_secret_renders_identically_every_time(helm):
     """GitOps renders without a cluster: nothing generated, so every sync is the same."""
-    args = ("--set", "postgresql.existingSecret=pg-credentials", "--set", "postgresql.existingSecretKey=pw")
+    args = ("--set", API_KEY_SET, "--set", "postgresql.existingSecret=pg-credentials",
+            "--set", "postgresql.existingSecretKey=pw")
     first = run_helm(helm, "template", "md", str(CHART), *args).stdout
     assert first == run_helm(helm, "template", "md", str(CHART), *args).stdout
     docs = [d for d in yaml.safe_load_all(first) if d]
@@ -399,7 +401,7 @@ def test_keda_scales_the_aggregator_on_consumer_lag(rendered, helm):
 
 # --- notes ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values", [(), ("--values", str(CHART / "values-kind.yaml"))])
+@pytest.mark.parametrize("values", [("--set", API_KEY_SET), ("--values", str(CHART / "values-kind.yaml"))])
 def test_notes_print_an_sse_command_that_works(helm, values):
     result = run_helm(helm, "install", "md", str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *values)
     notes = result.stdout.split("NOTES:", 1)[1]

@@ -120,6 +120,44 @@ async def test_slow_client_gets_coalesced_updates(query_stub, idle, db, nats_cli
     call.cancel()
 
 
+async def test_a_client_that_stops_reading_is_told_to_watch_again(query_stub, idle, db, nats_client,
+                                                                   service_env) -> None:
+    """Updates of ever new minutes cannot be coalesced: a client that stops reading falls more than a queue
+    behind, gets what was already on its way, then RESOURCE_EXHAUSTED (not a silent end, not an endless
+    buffer), and the stream's subscription is released."""
+    symbol = new_symbol()
+    await insert_symbol(db, symbol)
+
+    def dropped_behind() -> float:
+        try:
+            return idle.metric('query_watch_dropped_total{reason="behind"}')
+        except AssertionError:  # not exported before the first drop
+            return 0.0
+
+    dropped_before = await asyncio.to_thread(dropped_behind)
+    call = query_stub.WatchTicks(query_pb2.WatchTicksRequest(symbols=[symbol]))
+    await call.initial_metadata()
+    count = 1500  # each a new minute, ~6 MB: beyond gRPC's flow-control windows and the 256 + 256 kept
+    for n in range(count):
+        message = update(symbol, n, padding=4000)
+        message.candle.time.seconds = 1_700_000_000 + 60 * n
+        await nats_client.publish(live_subject(service_env, symbol), message.SerializeToString())
+    await nats_client.flush()
+    deadline = time.monotonic() + 20
+    while await asyncio.to_thread(dropped_behind) == dropped_before:
+        assert time.monotonic() < deadline, "the stream was never dropped"
+        await asyncio.sleep(0.1)
+
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async for response in call:
+            received.append(int(response.update.last_tick.trade_id[1:]))
+    assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "fell too far behind" in ended.value.details() and "watch again" in ended.value.details()
+    assert received == sorted(received) and 0 < len(received) < count
+    await wait_metric(idle, "query_watch_streams", 0)
+
+
 async def test_shutdown_ends_streams(start_service, db) -> None:
     symbol = new_symbol()
     await insert_symbol(db, symbol)
