@@ -1,7 +1,7 @@
 """Every interval in every kind of time zone, and paging, against candles computed independently in Python.
 
-Ticks are folded into ohlc_1m by the aggregator's own SQL (rollup.FOLD_TICKS); the reference buckets the
-same ticks straight from their event times with zoneinfo (no minute rows, no SQL). The data crosses both
+Ticks are folded into ohlc_1m by the aggregator's own fold SQL (the bench's FOLD_TICKS); the reference buckets
+the same ticks straight from their event times with zoneinfo (no minute rows, no SQL). The data crosses both
 DST switches of Europe/Berlin and America/New_York, month ends and week ends.
 """
 
@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from marketdata.aggregator.rollup import FOLD_TICKS
+from marketdata.bench.measure import FOLD_TICKS
 from marketdata.common.errors import field_violations_of
 from marketdata.query.intervals import parse_interval
 from marketdata.v1 import market_pb2, query_pb2, query_pb2_grpc

@@ -129,7 +129,7 @@ RETURNING 1
 # [A-Z0-9._-] (ingest validates them), so upserts still take their row locks in one global order; each
 # minute's latest tick is read from the per-minute aggregates (a few rows) rather than re-sorting every
 # inserted tick.
-def _fold(received: str = "") -> str:
+def fold_sql(received: str = "") -> str:
     """The CTEs after `batch` (the ticks to fold) and the final SELECT: one row per (symbol, minute) that
     gained ticks, with the minute's latest new tick and its committed candle (each becomes a live update), and
     the number of new ticks of the whole batch (the same on every row). `received` adds a column."""
@@ -175,24 +175,10 @@ ORDER BY l.symbol, l.bucket
 """
 
 
-# Doubles become numerics through their text form, the shortest decimal that reads back as the same double
-# (PostgreSQL >= 12 with extra_float_digits >= 1, the default, which the aggregator's pool sets anyway): a
-# direct float8::numeric keeps only 15 significant digits. So ticks_raw, ticks_history and the candles agree.
-# $1 symbol text[], $2 trade_id text[], $3 event time as µs since the epoch int8[], $4 price float8[],
-# $5 size float8[], $6 side int2[], $7 source text[].
-FOLD_TICKS = f"""
-WITH batch AS (
-    SELECT symbol, trade_id, timestamptz 'epoch' + event_us * interval '1 microsecond' AS event_time,
-           price::text::numeric AS price, size::text::numeric AS size, side, source
-    FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::float8[], $6::int2[], $7::text[])
-         AS t(symbol, trade_id, event_us, price, size, side, source)
-),
-{_fold()}"""
-
 # The aggregator's whole batch in one statement (one round trip, one implicit transaction): the ledger
 # insert of the batch's message sequences (those above the stream incarnation's pruned floor: at or below
 # it, a message was applied before its ledger row was pruned), the ticks of the messages that were new to the ledger into
-# ticks_raw (as received, doubles) and folded as FOLD_TICKS does. A redelivered message finds its
+# ticks_raw (as received, doubles) and folded (fold_sql). A redelivered message finds its
 # sequence in the ledger and contributes nothing.
 # $1 stream incarnation (`<name>@<created>`), $2 message seqs int8[], then per tick: $3 message seq, $4 symbol, $5 trade_id, $6 event µs,
 # $7 price float8[], $8 size float8[], $9 side, $10 source.
@@ -202,6 +188,9 @@ WITH batch AS (
 # Always returns at least one row: `received` (ticks of new messages) and `inserted` (distinct new ticks);
 # symbol is NULL on that row when no tick was new.
 JOINED_SEPARATOR = "\x1f"
+# Doubles become numerics through their text form (`batch`), the shortest decimal that reads back as the same
+# double (extra_float_digits >= 1, which the aggregator's pool sets): a direct float8::numeric keeps only 15
+# significant digits. So ticks_raw, ticks_history and the candles agree.
 
 
 def _commit_batch(inputs: str) -> str:
@@ -228,7 +217,7 @@ batch AS (
     SELECT symbol, trade_id, event_time, price_f::text::numeric AS price, size_f::text::numeric AS size, side, source
     FROM fresh
 ),
-{_fold(received=", (SELECT count(*) FROM fresh) AS received")}"""
+{fold_sql(received=", (SELECT count(*) FROM fresh) AS received")}"""
 
 
 COMMIT_BATCH = _commit_batch(

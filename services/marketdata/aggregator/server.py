@@ -129,7 +129,7 @@ async def serve(settings: Settings) -> None:
         raise SettingsError(f"DB_POOL_SIZE={pool_size}: the aggregator needs more connections than "
                             f"AGGREGATOR_COMMIT_CONCURRENCY={settings.commit_concurrency} (at least "
                             f"{settings.commit_concurrency + 1})")
-    # Doubles reach numeric columns through their text form, the shortest exact one (rollup.FOLD_TICKS).
+    # Doubles reach numeric columns through their text form, the shortest exact one (rollup.COMMIT_BATCH).
     pool = await create_pool(dsn, max_size=pool_size, application_name="marketdata-aggregator",
                              server_settings={"extra_float_digits": "1"})
     aggregator = Aggregator(settings, nats, pool)

@@ -64,7 +64,7 @@ class Batch:
         return out
 
     def fold_args(self, symbol_prefix: str = "") -> tuple[list, ...]:
-        """The 7 arrays of rollup.FOLD_TICKS; symbols renamed with symbol_prefix (fresh symbols)."""
+        """The 7 arrays of measure.FOLD_TICKS; symbols renamed with symbol_prefix (fresh symbols)."""
         symbols = [symbol_prefix + s for s in self.symbols] if symbol_prefix else list(self.symbols)
         return (symbols, list(self.trade_ids), list(self.event_us), list(self.prices), list(self.sizes),
                 list(self.sides), [SOURCE] * len(self))

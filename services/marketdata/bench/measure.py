@@ -318,9 +318,21 @@ def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, flo
 
 # --- ceilings ----------------------------------------------------------------------------------------------
 
+# The aggregator's fold alone (no ledger, no ticks_raw): the ceiling of its SQL, also used by tests to fold
+# ticks directly. $1 symbol text[], $2 trade_id text[], $3 event time as µs since the epoch int8[], $4 price
+# float8[], $5 size float8[], $6 side int2[], $7 source text[]; doubles become numerics as in COMMIT_BATCH.
+FOLD_TICKS = f"""
+WITH batch AS (
+    SELECT symbol, trade_id, timestamptz 'epoch' + event_us * interval '1 microsecond' AS event_time,
+           price::text::numeric AS price, size::text::numeric AS size, side, source
+    FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::float8[], $6::int2[], $7::text[])
+         AS t(symbol, trade_id, event_us, price, size, side, source)
+),
+{rollup.fold_sql()}"""
+
 async def ceiling_rollup_sql(database_url: str, batches: list[Batch], connections: int = 1,
                              prefix: str = "C", schema: str | None = None, collate_c: bool = False) -> dict[str, Any]:
-    """rollup.FOLD_TICKS alone, one transaction per batch, on the same batches renamed to fresh symbols;
+    """FOLD_TICKS alone, one transaction per batch, on the same batches renamed to fresh symbols;
     with connections > 1, that many connections work through the batches concurrently. With a schema:
     into empty copies of the rollup tables made there, with collate_c their symbol columns COLLATE "C"."""
     args = [b.fold_args(prefix) for b in batches]
@@ -337,7 +349,7 @@ async def ceiling_rollup_sql(database_url: str, batches: list[Batch], connection
             await conn.close()
     conns = [await asyncpg.connect(database_url, server_settings=settings) for _ in range(connections)]
     try:
-        statements = [await conn.prepare(rollup.FOLD_TICKS) for conn in conns]
+        statements = [await conn.prepare(FOLD_TICKS) for conn in conns]
         position = iter(args)
 
         async def worker(conn: asyncpg.Connection, statement: Any) -> None:
