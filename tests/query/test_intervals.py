@@ -214,8 +214,9 @@ async def test_weeks_start_on_monday_and_months_on_the_first(query_stub: query_p
         == ["2026-03-01 00:00", "2026-04-01 00:00", "2026-10-01 00:00", "2026-11-01 00:00"]
 
 
-@pytest.mark.parametrize(("interval", "zone"), [("1m", "UTC"), ("5m", "Europe/Berlin"), ("1h", "America/New_York"),
-                                                ("4h", "Europe/Berlin"), ("1d", "+08:00"), ("1w", "UTC")])
+@pytest.mark.parametrize(("interval", "zone"), [("1m", "UTC"), ("5m", "Europe/Berlin"), ("15m", "+05:30"),
+                                                ("1h", "America/New_York"), ("4h", "Europe/Berlin"), ("1d", "UTC"),
+                                                ("1d", "+08:00"), ("1w", "UTC")])
 async def test_paging_forward_and_backward_covers_a_range_exactly_once(
         query_stub: query_pb2_grpc.QueryServiceStub, market: tuple[str, list[Trade]], interval: str,
         zone: str) -> None:

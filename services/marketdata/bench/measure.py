@@ -821,13 +821,11 @@ async def explain_candles(database_url: str) -> dict[str, Any]:
     plans: dict[str, Any] = {}
     conn = await asyncpg.connect(database_url)
     try:
-        cases = {"1m": (history.CANDLES_1M_SQL, (QUERY_SYMBOLS[0], history.NEGATIVE_INFINITY, history.INFINITY, 500))}
-        for interval, zone in (("1h", "UTC"), ("1d", "UTC"), ("1d", "Europe/Berlin")):
-            parsed, time_zone = parse_interval(interval), parse_time_zone(zone)
-            sql = history.CANDLES_DERIVED_SQL[history.candle_tier(parsed, time_zone), parsed.sql_kind(time_zone)]
-            args = (QUERY_SYMBOLS[0], parsed.step, history.NEGATIVE_INFINITY, history.INFINITY, 500,
-                    time_zone.sql_name, parsed.n)
-            cases[f"{interval} {zone}"] = (sql, args[:history.ARITY[sql]])
+        cases = {}
+        for interval, zone in (("1m", "UTC"), ("5m", "UTC"), ("1h", "UTC"), ("1d", "UTC"), ("1d", "Europe/Berlin")):
+            query = history.HistoryQuery(QUERY_SYMBOLS[0], "ohlc1m", parse_interval(interval), parse_time_zone(zone),
+                                         history.NEGATIVE_INFINITY, history.INFINITY, 500, "desc")
+            cases[f"{interval} {zone}"] = history.candle_statement(query, query.end)
         for name, (sql, args) in cases.items():
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
             lines = [r[0] for r in rows]

@@ -5,11 +5,13 @@ Every statement is a constant string with $n parameters, so asyncpg prepares it 
 
 Candles and SMA10
 -----------------
-* 1m candles are the stored rows of ohlc_1m: the newest limit+9 rows before `to`, read by a backward scan
-  of the primary key (symbol, bucket) with LIMIT; the window function runs over them, so the oldest
-  candles of the page get their SMA10 from candles before the page; then the rows before `from` and the
-  9 lead-in rows are dropped.
-* Longer intervals are derived from the coarsest stored tier whose buckets fit inside theirs (candle_tier):
+* Candles whose buckets are a stored tier's are that tier's rows: 1m from ohlc_1m in every zone; 15m, 1h
+  and 1d from ohlc_15m, ohlc_1h and ohlc_1d where candle_tier picks them (UTC days; hours and quarter hours
+  in zones whose offsets are whole hours or quarter hours). The newest limit+9 rows before `to` are read by a
+  backward scan of the primary key (symbol, bucket) with LIMIT; the window function runs over them, so the
+  oldest candles of the page get their SMA10 from candles before the page; then the rows before `from` and
+  the 9 lead-in rows are dropped.
+* Other intervals are derived from the coarsest stored tier whose buckets fit inside theirs (candle_tier):
   ohlc_1d (UTC days) for days, weeks and months in UTC, ohlc_1h (UTC hours) for hours and calendar periods in
   zones with whole-hour offsets, ohlc_15m (UTC quarter hours) for 15m, 30m and any interval in zones such as
   Asia/Kolkata, else ohlc_1m (e.g. 5m). Below, "minute"
@@ -319,20 +321,27 @@ def _candle_columns(end_epoch: str, vwap: str) -> str:
        taker_buy_turnover::float8 AS taker_buy_quote_volume"""
 
 
-# 1-minute candles: the newest $4 + 9 rows before $3, read by a backward scan of the primary key with LIMIT;
+# The stored candle tables (migrations 0004, 0005) and their bucket lengths: minutes, UTC quarter hours, hours
+# and days.
+TIER_MINUTES = {"ohlc_1m": 1, "ohlc_15m": 15, "ohlc_1h": 60, "ohlc_1d": 24 * 60}
+TIERS = tuple(TIER_MINUTES)
+
+
+# Candles that are a tier's rows (1m; 15m, 1h and 1d where the zone's buckets are the tier's, see
+# candle_statement): the newest $4 + 9 rows before $3, read by a backward scan of the primary key with LIMIT;
 # SMA10 computed newest-first over them (in that order the 9 rows after a row are the 9 candles before it),
 # so the oldest candles of the page get their SMA10 from rows before the page; then trimmed to the rows of
 # [$2, $3), at most $4. No sort anywhere. Rows come newest first: the caller reverses them. A range with
-# fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page. 1-minute buckets are
-# the same in every zone (offsets are whole minutes).
-CANDLES_1M_SQL = f"""
-SELECT {_candle_columns("extract(epoch FROM bucket)::int8 + 60", "vwap")}
+# fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page.
+def _stored_candles(tier: str) -> str:
+    return f"""
+SELECT {_candle_columns(f"extract(epoch FROM bucket)::int8 + {TIER_MINUTES[tier] * 60}", "vwap")}
 FROM (
     SELECT bucket, open, high, low, close, volume, trades, vwap, turnover, taker_buy_volume, taker_buy_turnover,
            CASE WHEN count(*) OVER w = 10 THEN avg(close) OVER w END AS sma10
     FROM (SELECT bucket, open, high, low, close, volume, trades, vwap, turnover, taker_buy_volume,
                  taker_buy_turnover
-          FROM ohlc_1m
+          FROM {tier}
           WHERE symbol = $1 AND bucket < $3
           ORDER BY bucket DESC
           LIMIT $4 + 9) newest
@@ -343,16 +352,22 @@ ORDER BY bucket DESC
 LIMIT $4
 """
 
-# End (exclusive) of the page of at most $4 one-minute candles from $2 on, before $3: where an ascending page
-# ends, so that CANDLES_1M_SQL can serve it. NULL when the range holds fewer than $4 candles.
-CANDLES_1M_PAGE_END_SQL = """
-SELECT bucket + interval '1 minute'
-FROM ohlc_1m
+
+# End (exclusive) of the page of at most $4 of a tier's candles from $2 on, before $3: where an ascending page
+# ends, so that the tier's STORED_CANDLES_SQL can serve it. No row when the range holds fewer than $4 candles.
+def _stored_page_end(tier: str) -> str:
+    return f"""
+SELECT bucket + interval '{TIER_MINUTES[tier]} minutes'
+FROM {tier}
 WHERE symbol = $1 AND bucket >= $2 AND bucket < $3
 ORDER BY bucket
 OFFSET $4 - 1
 LIMIT 1
 """
+
+
+STORED_CANDLES_SQL = {tier: _stored_candles(tier) for tier in TIERS}
+STORED_PAGE_END_SQL = {tier: _stored_page_end(tier) for tier in TIERS}
 
 # Derived candles. Parameters: $1 symbol, $2 the interval (interval), $3 from: the first bucket start allowed,
 # $4 to (exclusive bound of bucket starts), $5 limit, $6 time zone (text), $7 the interval's multiple n.
@@ -491,9 +506,6 @@ def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
 
 
 KINDS = ("fixed", "fixed_week", "subday", "day", "week", "month")
-# The stored candle tables a longer interval is derived from (migrations 0004, 0005): minutes, UTC quarter
-# hours, hours and days.
-TIERS = ("ohlc_1m", "ohlc_15m", "ohlc_1h", "ohlc_1d")
 CANDLES_RECENT_BINS_SQL = {(tier, kind): _derived(_RECENT_BINS, kind, tier) for tier in TIERS for kind in RECENT_BINS_KINDS}
 CANDLES_DERIVED_SQL = {(tier, kind): _derived(_WALK, kind, tier) for tier in TIERS for kind in KINDS}
 CANDLES_PAGE_END_SQL = {(tier, kind): _derived(_PAGE_END, kind, tier) for tier in TIERS for kind in KINDS}
@@ -512,7 +524,7 @@ def _as_text(sql: str) -> str:
     return sql
 
 
-DECIMAL_SQL = {sql: _as_text(sql) for sql in (CANDLES_1M_SQL, *CANDLES_RECENT_BINS_SQL.values(),
+DECIMAL_SQL = {sql: _as_text(sql) for sql in (*STORED_CANDLES_SQL.values(), *CANDLES_RECENT_BINS_SQL.values(),
                                                *CANDLES_DERIVED_SQL.values())}
 ARITY.update({DECIMAL_SQL[sql]: arity for sql, arity in ARITY.items() if sql in DECIMAL_SQL})
 
@@ -531,15 +543,46 @@ def candle_tier(interval: Interval, zone: TimeZone) -> str:
     return "ohlc_1m"
 
 
-TIER_MINUTES = {"ohlc_1m": 1, "ohlc_15m": 15, "ohlc_1h": 60, "ohlc_1d": 24 * 60}
-
-
 def rows_per_bucket(interval: Interval, kind: str, tier: str) -> int | None:
     """How many rows of the tier a bucket holds at most, for the fixed-length kinds; None for the others."""
     if kind not in RECENT_BINS_KINDS:
         return None
     minutes = interval.minutes or (interval.n * DAY_MINUTES * (7 if interval.unit == "w" else 1))
     return minutes // TIER_MINUTES[tier]
+
+
+def _source(q: HistoryQuery) -> tuple[str, str, int | None]:
+    """(bucket kind, tier, tier rows per bucket) of a candle query."""
+    kind = q.interval.sql_kind(q.time_zone)
+    tier = candle_tier(q.interval, q.time_zone)
+    return kind, tier, rows_per_bucket(q.interval, kind, tier)
+
+
+def candle_statement(q: HistoryQuery, end: datetime) -> tuple[str, tuple[object, ...]]:
+    """The statement and arguments of the query's candles before `end`, newest first. One tier row per bucket:
+    the buckets are the tier's rows (1m; 15m, 1h and UTC 1d in zones that align with them), read as they are;
+    a few rows per bucket: the newest rows, grouped; else the walk."""
+    kind, tier, rows = _source(q)
+    if rows == 1:
+        sql, args = STORED_CANDLES_SQL[tier], (q.symbol, q.start, end, q.limit)
+    else:
+        args = (q.symbol, q.interval.step, q.start, end, q.limit, q.time_zone.sql_name, q.interval.n)
+        if rows is not None and rows <= RECENT_BINS_MAX_ROWS[tier]:
+            sql, args = CANDLES_RECENT_BINS_SQL[tier, kind], (*args[:6], rows)
+        else:
+            sql = CANDLES_DERIVED_SQL[tier, kind]
+        args = args[:ARITY[sql]]
+    return (DECIMAL_SQL[sql] if q.numbers == "string" else sql), args
+
+
+def page_end_statement(q: HistoryQuery) -> tuple[str, tuple[object, ...]]:
+    """The statement and arguments that find where the query's ascending page ends (no row, or NULL, when the
+    range holds fewer than a page)."""
+    kind, tier, rows = _source(q)
+    if rows == 1:
+        return STORED_PAGE_END_SQL[tier], (q.symbol, q.start, q.end, q.limit)
+    sql = CANDLES_PAGE_END_SQL[tier, kind]
+    return sql, (q.symbol, q.interval.step, q.start, q.end, q.limit, q.time_zone.sql_name, q.interval.n)[:ARITY[sql]]
 
 
 # --- rows to protos ----------------------------------------------------------------------------------------
@@ -790,28 +833,11 @@ class History:
     async def _candles(self, q: HistoryQuery, deadline: float | None) -> list[asyncpg.Record]:
         """The page's candles, oldest first. An ascending page is read as the descending page that ends where
         the ascending one does."""
-        interval, end = q.interval, q.end
-        if interval.text == "1m":
-            if q.order == "asc":
-                page_end = await self._fetch(CANDLES_1M_PAGE_END_SQL, q.symbol, q.start, q.end, q.limit,
-                                             deadline=deadline)
-                end = page_end[0][0] if page_end else q.end
-            sql = DECIMAL_SQL[CANDLES_1M_SQL] if q.numbers == "string" else CANDLES_1M_SQL
-            return (await self._fetch(sql, q.symbol, q.start, end, q.limit, deadline=deadline))[::-1]
-        kind = interval.sql_kind(q.time_zone)
-        tier = candle_tier(interval, q.time_zone)
-        args = (q.symbol, interval.step, q.start, end, q.limit, q.time_zone.sql_name, interval.n)
+        end = q.end
         if q.order == "asc":
-            page_end_sql = CANDLES_PAGE_END_SQL[tier, kind]
-            page_end = await self._fetch(page_end_sql, *args[:ARITY[page_end_sql]], deadline=deadline)
+            sql, args = page_end_statement(q)
+            page_end = await self._fetch(sql, *args, deadline=deadline)
             if page_end and page_end[0][0] is not None:
-                args = (*args[:3], page_end[0][0], *args[4:])
-        rows = rows_per_bucket(interval, kind, tier)
-        if rows is not None and rows <= RECENT_BINS_MAX_ROWS[tier]:
-            sql = CANDLES_RECENT_BINS_SQL[tier, kind]
-            args = (*args[:6], rows)
-        else:
-            sql = CANDLES_DERIVED_SQL[tier, kind]
-        if q.numbers == "string":
-            sql = DECIMAL_SQL[sql]
-        return (await self._fetch(sql, *args[:ARITY[sql]], deadline=deadline))[::-1]
+                end = page_end[0][0]
+        sql, args = candle_statement(q, end)
+        return (await self._fetch(sql, *args, deadline=deadline))[::-1]
