@@ -171,9 +171,7 @@ def test_pool_sizes_match_the_services_defaults_and_reach_the_pods(rendered):
 
 
 def test_connection_budget_beyond_max_connections_fails_at_render(helm):
-    from marketdata.common.config import EXTRA_CONNECTIONS
-
-    assert EXTRA_CONNECTIONS == {"ingest": 1}, "the chart's budget counts ingest's LISTEN connection"
+    # The budget counts ingest's LISTEN connection (registry changes) beside its pool: 2 x (3 + 1).
     stderr = template_fails(helm, "--set", "services.query.autoscaling.enabled=true",
                             "--set", "services.query.autoscaling.maxReplicas=12")
     assert "PostgreSQL connection budget exceeded" in stderr

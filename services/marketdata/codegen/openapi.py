@@ -645,9 +645,6 @@ def _edge_routes(symbol: validate_pb2.StringRules, window_size: validate_pb2.Str
     }
 
 
-EDGE_ROUTE_PATHS = ("/api/v1/health/liveness", "/api/v1/health/readiness", "/realtime/ticks", "/realtime/ticker")
-
-
 def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, Any]:
     if not isinstance(descriptor_set, descriptor_pb2.FileDescriptorSet):
         descriptor_set = load_descriptor_set(descriptor_set)

@@ -20,7 +20,6 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 PROTO_ROOT = REPO_ROOT / "proto"
 PYTHON_ROOT = REPO_ROOT / "services"
 DESCRIPTOR_SET = PROTO_ROOT / "marketdata.binpb"
-GENERATED_PACKAGE = PYTHON_ROOT / "marketdata" / "v1"
 VALIDATE_PROTO = "buf/validate/validate.proto"
 
 

@@ -79,8 +79,6 @@ DEFAULT_METRICS_PORTS = {"ingest": 9101, "query": 9102, "aggregator": 9103, "fee
 # commits AGGREGATOR_COMMIT_CONCURRENCY batches at once plus ledger pruning and Rebuild; ingest only reloads its
 # symbol registry and upserts symbols (plus one LISTEN connection outside the pool).
 DEFAULT_POOL_SIZES = {"query": 10, "aggregator": 4, "ingest": 3}
-# Connections a process holds outside its pool (ingest's LISTEN for registry changes).
-EXTRA_CONNECTIONS = {"ingest": 1}
 
 
 class Settings(BaseSettings):

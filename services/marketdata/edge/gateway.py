@@ -338,17 +338,6 @@ def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str]]:
             for verb, path, body in rule_bindings(options.Extensions[annotations_pb2.http])]
 
 
-def annotated_routes() -> set[tuple[str, str, str]]:
-    """(HTTP method, path, /Service/Method) of every annotated RPC of the marketdata.v1 services."""
-    routes = set()
-    for module in (ingest_pb2, query_pb2, aggregator_pb2, events_pb2, market_pb2):
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                for verb, path, _ in http_rules(method):
-                    routes.add((verb.upper(), path, f"/{service.full_name}/{method.name}"))
-    return routes
-
-
 def operations_of(document: Mapping[str, Any]) -> dict[str, Operation]:
     """The RPC-backed operations of the document, checked against the descriptors' annotations."""
     found: dict[str, Operation] = {}
