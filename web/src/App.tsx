@@ -114,10 +114,11 @@ export function App() {
       priceRange: () => chartRef.current?.priceRange() ?? null,
       symbol: drawn ? feed.symbol : null,
       interval: drawn ? feed.interval : null,
-      zone: drawn ? zone : null,
+      // The drawn book's zone, not the selected one: right after a zone change the old book is still drawn.
+      zone: feed.book?.zone ?? null,
       complete: feed.complete,
     });
-  }, [drawn, feed.symbol, feed.interval, zone, feed.complete]);
+  }, [drawn, feed.symbol, feed.interval, feed.book?.zone, feed.complete]);
 
   // Opening the drawer puts the cursor in its search; Escape closes it.
   useEffect(() => {
