@@ -62,9 +62,9 @@ async def fake_edge() -> AsyncIterator[tuple[httpx.AsyncClient, FakeQuery]]:
     await grpc_server.start()
     # A deadline that leaves the channel's retries of UNAVAILABLE (three attempts) room on a loaded machine.
     settings = load_settings({"QUERY_ADDR": f"127.0.0.1:{port}", "REQUEST_TIMEOUT_SECONDS": "2"})
-    hub = create_feed(NatsConnection("nats://127.0.0.1:1", "test"), settings)
+    feed = create_feed(NatsConnection("nats://127.0.0.1:1", "test"), settings)
     upstreams = server.Upstreams(server.upstream_addresses(settings))
-    app = server.create_app(server.Edge(settings, server.load_document(), upstreams, hub))
+    app = server.create_app(server.Edge(settings, server.load_document(), upstreams, feed))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as client:
         yield client, fake
     await upstreams.close()

@@ -166,8 +166,8 @@ def route_coverage(served: set[tuple[str, str]]) -> tuple[set, set]:
 
 async def app_for(document: dict, env: dict[str, str] | None = None) -> object:
     settings = load_settings(env or {})
-    hub = create_feed(NatsConnection("nats://127.0.0.1:1", "test"), settings)
-    edge = server.Edge(settings, document, server.Upstreams(server.upstream_addresses(settings)), hub)
+    feed = create_feed(NatsConnection("nats://127.0.0.1:1", "test"), settings)
+    edge = server.Edge(settings, document, server.Upstreams(server.upstream_addresses(settings)), feed)
     return server.create_app(edge)
 
 

@@ -114,7 +114,7 @@ class Edge:
     settings: Settings
     document: dict[str, Any]
     upstreams: Upstreams
-    hub: LiveFeed
+    feed: LiveFeed
     nats: NatsConnection | None = None
     gateway: Gateway = field(init=False)
 
@@ -171,15 +171,15 @@ class Edge:
         request = connexion.request
         last_event_id = request.headers.get("last-event-id")
         try:
-            client, first = await open_stream(self.hub, symbols, last_event_id)
+            subscriber, first = await open_stream(self.feed, symbols, last_event_id)
         except LiveFull as exc:
             return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
                                     headers={"retry-after": "5"})
         except LiveUnavailable as exc:
             return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
                                     headers={"retry-after": "2"})
-        client.abort = request.scope.get("marketdata.abort")
-        return LiveStreamResponse(client, first, self.settings.sse_ping_seconds)
+        subscriber.abort = request.scope.get("marketdata.abort")
+        return LiveStreamResponse(subscriber, first, self.settings.sse_ping_seconds)
 
     def report_gauges(self, loop: asyncio.AbstractEventLoop) -> None:
         """The gauge read when scraped (on the metrics server's thread)."""
@@ -228,15 +228,15 @@ class LiveStreamResponse(EventSourceResponse):
     """sse-starlette's response for one live-feed subscriber. Whatever ends the response (the client leaves, the
     edge drops it, HEAD, an error), the subscriber leaves the feed."""
 
-    def __init__(self, client: Subscriber, first: bytes, ping_seconds: float) -> None:
-        super().__init__(frames(client, first), ping=ping_seconds, sep="\n", headers={"cache-control": "no-store"})
-        self.client = client
+    def __init__(self, subscriber: Subscriber, first: bytes, ping_seconds: float) -> None:
+        super().__init__(frames(subscriber, first), ping=ping_seconds, sep="\n", headers={"cache-control": "no-store"})
+        self.subscriber = subscriber
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.client.feed.remove(self.client)
+            self.subscriber.feed.remove(self.subscriber)
 
     # The one library internal the edge overrides, because sse-starlette has no public way to send without
     # its per-send cancel scope (anyio.move_on_after, even with send_timeout=None): measured at 500 clients,
@@ -457,27 +457,27 @@ def bind_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-async def end_streams_on_stop(server: uvicorn.Server, hub: LiveFeed) -> None:
+async def end_streams_on_stop(server: uvicorn.Server, feed: LiveFeed) -> None:
     """SSE streams never end by themselves, and uvicorn's graceful stop waits for every open response: once
-    uvicorn is stopping (a signal set `should_exit`), the hub ends them. Streams not gone well within the grace
+    uvicorn is stopping (a signal set `should_exit`), the feed ends them. Streams not gone well within the grace
     period (a reader that stopped reading) are aborted, so the stop finishes in time."""
     while not server.should_exit:
         await asyncio.sleep(0.1)  # uvicorn's own tick
-    log.info("stopping", extra={"sse_streams": hub.stream_count})
-    hub.close_streams()
+    log.info("stopping", extra={"sse_streams": feed.stream_count})
+    feed.close_streams()
     grace = server.config.timeout_graceful_shutdown or 0
-    await hub.wait_streams_closed(max(0.2, grace * 0.7))
+    await feed.wait_streams_closed(max(0.2, grace * 0.7))
 
 
 async def serve(settings: Settings) -> None:
     sock = bind_socket(settings)
-    AppStatus.disable_automatic_graceful_drain()  # the hub ends the streams (end_streams_on_stop)
+    AppStatus.disable_automatic_graceful_drain()  # the feed ends the streams (end_streams_on_stop)
     document = load_document()
     nats = NatsConnection(settings.nats_url, "edge")
     nats.start()
     upstreams = Upstreams(upstream_addresses(settings), pools={INGEST_SERVICE: settings.edge_ingest_channels})
-    hub = create_feed(nats, settings)
-    edge = Edge(settings, document, upstreams, hub, nats)
+    feed = create_feed(nats, settings)
+    edge = Edge(settings, document, upstreams, feed, nats)
     edge.report_gauges(asyncio.get_running_loop())
     serve_metrics(settings.metrics_port_for("edge"), settings.bind_host)
     app = create_app(edge)
@@ -485,7 +485,7 @@ async def serve(settings: Settings) -> None:
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]
                             log_config=None, access_log=False, lifespan="on", server_header=False)
     server = uvicorn.Server(config)
-    stopping = asyncio.create_task(end_streams_on_stop(server, hub))
+    stopping = asyncio.create_task(end_streams_on_stop(server, feed))
     log.info("edge listening", extra={"address": f"{settings.bind_host}:{settings.edge_port}",
                                       "ingest": settings.ingest_addr, "query": settings.query_addr,
                                       "web_dist": str(default_web_dist(settings)),
@@ -498,7 +498,7 @@ async def serve(settings: Settings) -> None:
         await server.serve(sockets=[sock])
     finally:
         stopping.cancel()
-        await hub.close()
+        await feed.close()
         await upstreams.close()
         await nats.close()
         sock.close()
