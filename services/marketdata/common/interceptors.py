@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+
 class CallEnd:
     """How a call ended: the exception its behaviour raised, if any, and so the code its client got."""
 
@@ -20,7 +21,14 @@ class CallEnd:
         self.error: BaseException | None = None
 
     def code(self, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-        return call_code(context, self.error)
+        """The status the client got: an abort's code, UNKNOWN for an unhandled exception (what grpc answers),
+        CANCELLED when the call was cancelled under the handler."""
+        if self.error is None or isinstance(self.error, grpc.aio.AbortError):
+            code = context.code()
+            return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
+        if isinstance(self.error, (asyncio.CancelledError, GeneratorExit)):
+            return grpc.StatusCode.CANCELLED
+        return grpc.StatusCode.UNKNOWN
 
 
 # What a server interceptor calls to get the handler of a call.
@@ -36,17 +44,6 @@ _FACTORIES = (
     ("stream_unary", grpc.stream_unary_rpc_method_handler),
     ("stream_stream", grpc.stream_stream_rpc_method_handler),
 )
-
-
-def call_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
-    """The status the client got: an abort's code, UNKNOWN for an unhandled exception (what grpc answers),
-    CANCELLED when the call was cancelled under the handler."""
-    if error is None or isinstance(error, grpc.aio.AbortError):
-        code = context.code()
-        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
-    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
