@@ -59,8 +59,8 @@ class TickPublisher:
         messages = self.messages(batch)
         wait = min(PUBLISH_TIMEOUT_SECONDS, timeout) if timeout else PUBLISH_TIMEOUT_SECONDS
 
-        async def send(subject: str, payload: bytes) -> bool:
-            headers = inject({"Nats-Msg-Id": message_id(subject, payload)})
+        async def send(subject: str, payload: bytes, trace_headers: dict[str, str]) -> bool:
+            headers = {**trace_headers, "Nats-Msg-Id": message_id(subject, payload)}
             try:
                 ack = await js.publish(subject, payload, timeout=wait, headers=headers)
             except (NoStreamResponseError, NoRespondersError):
@@ -72,8 +72,10 @@ class TickPublisher:
         with tracer.start_as_current_span("ingest.publish", attributes={
                 "messaging.system": "nats", "messages": len(messages),
                 "ticks": sum(count for _, _, count in messages)}):
+            trace_headers = inject()  # the span's traceparent, the same for every message of the batch
             try:
-                duplicates = await asyncio.gather(*(send(subject, payload) for subject, payload, _ in messages))
+                duplicates = await asyncio.gather(*(send(subject, payload, trace_headers)
+                                                    for subject, payload, _ in messages))
             except (ConnectionClosedError, TimeoutError, asyncio.TimeoutError, NoRespondersError,
                     NoStreamResponseError, OutboundBufferLimitError, APIError) as exc:
                 raise JetStreamUnavailable(f"{type(exc).__name__}: {exc}") from exc
