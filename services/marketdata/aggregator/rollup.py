@@ -188,11 +188,11 @@ ORDER BY l.symbol, l.bucket
 # Always returns at least one row: `received` (ticks of new messages) and `inserted` (distinct new ticks);
 # symbol is NULL on that row when no tick was new.
 JOINED_SEPARATOR = "\x1f"
+
+
 # Doubles become numerics through their text form (`batch`), the shortest decimal that reads back as the same
 # double (extra_float_digits >= 1, which the aggregator's pool sets): a direct float8::numeric keeps only 15
 # significant digits. So ticks_raw, ticks_history and the candles agree.
-
-
 def _commit_batch(inputs: str) -> str:
     return f"""
 WITH ledger AS (
