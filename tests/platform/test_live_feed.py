@@ -34,7 +34,11 @@ class FakeNats:
         self.client = self
         self.is_closed = False
         self.subscriptions: list[FakeSubscription] = []
-        self.stats = {"reconnects": 0}
+        self.reconnect_listeners: list[Any] = []
+
+    def reconnect(self) -> None:
+        for listener in self.reconnect_listeners:
+            listener()
 
     async def wait_connected(self, timeout: float | None = None) -> FakeNats:
         return self
@@ -199,14 +203,15 @@ async def test_a_nats_reconnect_makes_every_stream_resync() -> None:
     await stream.__anext__()
     await nats.deliver("AAA", 1)
     before = frames_of(await stream.__anext__())
-    nats.stats["reconnects"] = 1
+    nats.reconnect()
+    told = frames_of(await asyncio.wait_for(stream.__anext__(), 1))  # at once, not with the next update
     await nats.deliver("AAA", 2)
     after = frames_of(await stream.__anext__())
-    assert [e["event"] for e in before + after] == ["update", "resync", "update"]
+    assert [e["event"] for e in before + told + after] == ["update", "resync", "update"]
     # What happened before the gap cannot be replayed any more.
     _, replay = await sse.open_stream(feed, ["AAA"], before[0]["id"])
     assert [f["event"] for f in frames_of(replay)] == ["resync"]
-    _, replay = await sse.open_stream(feed, ["AAA"], after[0]["id"])
+    _, replay = await sse.open_stream(feed, ["AAA"], told[0]["id"])
     assert prices(replay) == [2]
     await stream.aclose()
 

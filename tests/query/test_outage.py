@@ -1,21 +1,27 @@
-"""PostgreSQL outage: UNAVAILABLE and health NOT_SERVING while it is down, SERVING and answers once it is back.
+"""Outages. PostgreSQL: UNAVAILABLE and health NOT_SERVING while it is down, SERVING and answers once it is back.
+NATS: the live streams learn that updates were lost while it was away.
 
-Uses a PostgreSQL of its own (the run's shared one is never stopped).
+Each uses a server of its own (the run's shared ones are never stopped).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import grpc
+import nats
 import pytest
 
-from marketdata.common.embedded import EmbeddedPostgres
+from marketdata.common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from marketdata.v1 import query_pb2, query_pb2_grpc
 from tests.query.helpers import UTC, insert_minutes, insert_symbol, new_symbol, random_minutes
+from tests.query.test_intervals import Trade, fold
+from tests.query.test_watch import live_subject, update
 from tests.support.infra import create_database, embedded_postgres
 from tests.support.processes import health_status, wait_for
 
@@ -66,3 +72,41 @@ async def test_postgres_down_and_back(own_postgres: EmbeddedPostgres, start_serv
                                 message="SERVING once PostgreSQL is back")
         response = await stub.GetHistory(request, timeout=5)
         assert [c.time.ToDatetime(tzinfo=UTC) for c in response.candles] == [m.bucket for m in minutes]
+
+
+async def test_nats_down_and_back_tells_the_live_streams(start_service, tmp_path: Path, db: asyncpg.Connection,
+                                                        service_env: dict[str, str]) -> None:
+    """What is published while NATS is away is lost. Once the query service has reconnected, and before any new
+    update, a WatchTicks stream ends with UNAVAILABLE (reload, then watch again) and WatchTicker sends every
+    symbol of its watchlist again, not only those it hears about from then on."""
+    quiet, busy = new_symbol(), new_symbol()
+    for symbol in (quiet, busy):
+        await insert_symbol(db, symbol)
+        await fold(db, symbol, [Trade(f"{symbol}-0", datetime.now(UTC) - timedelta(minutes=5), Decimal(10),
+                                      Decimal(2), 1)])
+    own_nats = EmbeddedNats(tmp_path / "nats", port=free_port())
+    own_nats.start()
+    try:
+        service = await asyncio.to_thread(start_service, "query", NATS_URL=own_nats.url)
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = query_pb2_grpc.QueryServiceStub(channel)
+            ticks = stub.WatchTicks(query_pb2.WatchTicksRequest(symbols=[busy]))
+            await ticks.initial_metadata()
+            ticker = stub.WatchTicker(query_pb2.WatchTickerRequest(symbol=[quiet, busy], window_size="1h"))
+            assert {t.symbol for t in (await asyncio.wait_for(ticker.read(), 10)).items} == {quiet, busy}
+            publisher = await nats.connect(own_nats.url)
+            await publisher.publish(live_subject(service_env, busy), update(busy, 1).SerializeToString())
+            await publisher.close()
+            assert (await asyncio.wait_for(ticks.read(), 5)).update.last_tick.trade_id == "t1"
+            assert [t.symbol for t in (await asyncio.wait_for(ticker.read(), 5)).items] == [busy]
+
+            await asyncio.to_thread(own_nats.stop)
+            await asyncio.to_thread(own_nats.start)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(ticks.read(), 20)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "reload history and watch again" in (ended.value.details() or "")
+            assert {t.symbol for t in (await asyncio.wait_for(ticker.read(), 20)).items} == {quiet, busy}
+            ticker.cancel()
+    finally:
+        own_nats.stop()

@@ -181,8 +181,8 @@ class LiveFeed:
         self.subjects: dict[str, _Subject] = {}
         self.nats_subscriptions = 0
         self.closing = False
-        self._reconnects = 0
         self._background: set[asyncio.Task[None]] = set()
+        nats.reconnect_listeners.append(self._gap)
 
     @property
     def stream_count(self) -> int:
@@ -350,11 +350,6 @@ class LiveFeed:
             return
         self.metrics.updates.inc()
         now = time.monotonic()
-        client = self.nats.client
-        reconnects = client.stats.get("reconnects", 0) if client is not None else 0
-        if reconnects != self._reconnects:
-            self._reconnects = reconnects
-            self._gap()
         minute = None
         if message.HasField("candle"):
             minute = message.candle.time.seconds

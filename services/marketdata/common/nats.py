@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import nats
 import nats.errors
@@ -34,6 +35,8 @@ class NatsConnection:
         self.client: NATS | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Called after each reconnect: what was published to core subjects meanwhile is lost.
+        self.reconnect_listeners: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_until_done(), name=f"nats-connect-{self.name}")
@@ -71,6 +74,8 @@ class NatsConnection:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
+        for listener in self.reconnect_listeners:
+            listener()
 
     @property
     def is_connected(self) -> bool:

@@ -36,6 +36,7 @@ T = TypeVar("T")
 NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
 UNAVAILABLE_LOG_INTERVAL_SECONDS = 5.0
 WATCH_METRICS = LiveMetrics("query_watch", "WatchTicks and WatchTicker streams")
+LIVE_GAP_DETAILS = "the live feed was interrupted and updates may be missing; reload history and watch again"
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -148,7 +149,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 yield query_pb2.WatchTickerResponse(items=first.items)
                 while (taken := await subscriber.take()) is not None:
                     await asyncio.sleep(PUSH_SECONDS)  # a second's trades in one message
-                    changed = {update.symbol for update in (*taken[1], *subscriber.drain()[1])}
+                    (gap, updates), (later_gap, later) = taken, subscriber.drain()
+                    # After a gap in the feed any symbol may have traded unseen: every ticker is sent again.
+                    changed = (set(symbols) if gap is not None or later_gap is not None
+                               else {update.symbol for update in (*updates, *later)})
                     items = await self._run(context, lambda _: self.ticker_feed.tickers(
                         [s for s in symbols if s in changed], window_size, length))
                     yield query_pb2.WatchTickerResponse(items=items)
@@ -178,7 +182,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 # metadata knows that every update committed from then on reaches it.
                 await context.send_initial_metadata(())
                 while (taken := await subscriber.take()) is not None:
-                    for update in taken[1]:
+                    gap, updates = taken
+                    if gap is not None:  # updates were lost: only a reload can make the client's view whole
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, LIVE_GAP_DETAILS)
+                    for update in updates:
                         yield query_pb2.WatchTicksResponse(update=update.message)
                 await self._end_watch(context, subscriber.reason)
         except LiveUnavailable as exc:

@@ -101,7 +101,9 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTicks(self, request, context):
-        """Live updates (latest tick and current candle) of the given symbols as they are committed.
+        """Live updates (latest tick and current candle) of the given symbols as they are committed. The stream ends
+        with RESOURCE_EXHAUSTED when the client falls too far behind, and with UNAVAILABLE when the live feed was
+        interrupted (updates may be missing): reload history, then watch again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +111,8 @@ class QueryServiceServicer:
 
     def WatchTicker(self, request, context):
         """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
-        of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+        of the symbols that traded since the last message (every symbol again after an interruption of the live
+        feed). The edge serves it as /realtime/ticker (SSE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,10 +44,14 @@ class QueryServiceStub:
     GET /api/v3/ticker: last, open, high, low, change, volumes, trades and VWAP of the window ending now.
     """
     WatchTicks: _grpc.UnaryStreamMultiCallable[_query_pb2.WatchTicksRequest, _query_pb2.WatchTicksResponse]
-    """Live updates (latest tick and current candle) of the given symbols as they are committed."""
+    """Live updates (latest tick and current candle) of the given symbols as they are committed. The stream ends
+    with RESOURCE_EXHAUSTED when the client falls too far behind, and with UNAVAILABLE when the live feed was
+    interrupted (updates may be missing): reload history, then watch again.
+    """
     WatchTicker: _grpc.UnaryStreamMultiCallable[_query_pb2.WatchTickerRequest, _query_pb2.WatchTickerResponse]
     """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
-    of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+    of the symbols that traded since the last message (every symbol again after an interruption of the live
+    feed). The edge serves it as /realtime/ticker (SSE).
     """
 
 @_typing.type_check_only
@@ -66,10 +70,14 @@ class QueryServiceAsyncStub(QueryServiceStub):
     GET /api/v3/ticker: last, open, high, low, change, volumes, trades and VWAP of the window ending now.
     """
     WatchTicks: _aio.UnaryStreamMultiCallable[_query_pb2.WatchTicksRequest, _query_pb2.WatchTicksResponse]  # type: ignore[assignment]
-    """Live updates (latest tick and current candle) of the given symbols as they are committed."""
+    """Live updates (latest tick and current candle) of the given symbols as they are committed. The stream ends
+    with RESOURCE_EXHAUSTED when the client falls too far behind, and with UNAVAILABLE when the live feed was
+    interrupted (updates may be missing): reload history, then watch again.
+    """
     WatchTicker: _aio.UnaryStreamMultiCallable[_query_pb2.WatchTickerRequest, _query_pb2.WatchTickerResponse]  # type: ignore[assignment]
     """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
-    of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+    of the symbols that traded since the last message (every symbol again after an interruption of the live
+    feed). The edge serves it as /realtime/ticker (SSE).
     """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -115,7 +123,10 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_pb2.WatchTicksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_query_pb2.WatchTicksResponse], _abc.AsyncIterator[_query_pb2.WatchTicksResponse]]:
-        """Live updates (latest tick and current candle) of the given symbols as they are committed."""
+        """Live updates (latest tick and current candle) of the given symbols as they are committed. The stream ends
+        with RESOURCE_EXHAUSTED when the client falls too far behind, and with UNAVAILABLE when the live feed was
+        interrupted (updates may be missing): reload history, then watch again.
+        """
 
     @_abc_1.abstractmethod
     def WatchTicker(
@@ -124,7 +135,8 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_query_pb2.WatchTickerResponse], _abc.AsyncIterator[_query_pb2.WatchTickerResponse]]:
         """Live rolling-window tickers of a watchlist: every symbol first, then at most once a second the tickers
-        of the symbols that traded since the last message. The edge serves it as /realtime/ticker (SSE).
+        of the symbols that traded since the last message (every symbol again after an interruption of the live
+        feed). The edge serves it as /realtime/ticker (SSE).
         """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
