@@ -25,6 +25,15 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def sleep_unless(event: asyncio.Event, seconds: float) -> bool:
+    """Sleeps `seconds`, or less if the event is set meanwhile; True when it is set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
 async def _serve_then_freeze(serve: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:
     asyncio.get_running_loop().call_later(FREEZE_AFTER_SECONDS, freeze_startup_objects)
     await serve(settings)
