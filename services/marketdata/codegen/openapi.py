@@ -48,10 +48,8 @@ API_KEY_SCHEME = "ApiKey"
 # service itself, the edge only requires that one is sent.
 API_KEY_SERVICES = frozenset({f"{PACKAGE}.IngestService"})
 
-# Operation ids of the routes the edge serves itself; resolved to functions of marketdata.edge.
+# Symbols per /realtime/ticks stream (edge/server.py enforces the same number).
 MAX_STREAM_SYMBOLS = 50
-# Symbols per /realtime/ticker stream: as many as a WatchTicker stream takes (rules.MAX_WATCH_SYMBOLS).
-MAX_TICKER_STREAM_SYMBOLS = 100
 
 # HTTP statuses documented for every RPC-backed operation, with the gRPC codes behind them.
 ERROR_RESPONSES = {
@@ -69,8 +67,6 @@ _INT64_TYPES = {_FD.TYPE_INT64, _FD.TYPE_SINT64, _FD.TYPE_SFIXED64}
 _UINT64_TYPES = {_FD.TYPE_UINT64, _FD.TYPE_FIXED64}
 _INT32_TYPES = {_FD.TYPE_INT32, _FD.TYPE_SINT32, _FD.TYPE_SFIXED32}
 _UINT32_TYPES = {_FD.TYPE_UINT32, _FD.TYPE_FIXED32}
-_SCALAR_KINDS = _INT64_TYPES | _UINT64_TYPES | _INT32_TYPES | _UINT32_TYPES | {
-    _FD.TYPE_DOUBLE, _FD.TYPE_FLOAT, _FD.TYPE_BOOL, _FD.TYPE_STRING, _FD.TYPE_BYTES, _FD.TYPE_ENUM}
 
 # Well-known types with a JSON form of their own.
 _WELL_KNOWN: dict[str, dict[str, Any]] = {
@@ -115,10 +111,6 @@ class HttpRoute:
         return f"{self.service}.{self.method}"
 
 
-def load_descriptor_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
-    return descriptor_pb2.FileDescriptorSet.FromString(Path(path).read_bytes())
-
-
 def rule_bindings(rule: http_pb2.HttpRule) -> Iterable[tuple[str, str, str]]:
     pattern = rule.WhichOneof("pattern")
     if pattern == "custom":
@@ -150,29 +142,11 @@ def http_routes(descriptor_set: descriptor_pb2.FileDescriptorSet, package: str =
 
 def openapi_path(template: str) -> str:
     # google.api.http allows {field=pattern}; OpenAPI only {field}.
-    out, depth, name = [], 0, []
-    for char in template:
-        if char == "{":
-            depth, name = 1, []
-        elif char == "}" and depth:
-            field = "".join(name).split("=", 1)[0]
-            out.append("{" + field + "}")
-            depth = 0
-        elif depth:
-            name.append(char)
-        else:
-            out.append(char)
-    return "".join(out)
+    return re.sub(r"\{([^}=]*)(=[^}]*)?\}", r"{\1}", template)
 
 
 def path_fields(path: str) -> list[str]:
-    fields, rest = [], path
-    while "{" in rest:
-        start = rest.index("{")
-        end = rest.index("}", start)
-        fields.append(rest[start + 1:end])
-        rest = rest[end + 1:]
-    return fields
+    return re.findall(r"\{([^}]*)\}", path)
 
 
 class _Index:
@@ -220,11 +194,8 @@ class _Index:
         self.comments[(name,)] = comment(path)
 
 
-def json_name(field: descriptor_pb2.FieldDescriptorProto) -> str:
-    if field.json_name:
-        return field.json_name
-    head, *rest = field.name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+def _field(message: descriptor_pb2.DescriptorProto, name: str) -> descriptor_pb2.FieldDescriptorProto:
+    return next(field for field in message.field if field.name == name)
 
 
 def _has_presence(field: descriptor_pb2.FieldDescriptorProto) -> bool:
@@ -237,9 +208,7 @@ class _Builder:
         self.index = _Index(descriptor_set)
         self.schemas: dict[str, dict[str, Any]] = {}
         short_names: dict[str, list[str]] = {}
-        for full in self.index.messages:
-            short_names.setdefault(full.rsplit(".", 1)[-1], []).append(full)
-        for full in self.index.enums:
+        for full in [*self.index.messages, *self.index.enums]:
             short_names.setdefault(full.rsplit(".", 1)[-1], []).append(full)
         self._names = {full: (short if len(fulls) == 1 else full.lstrip("."))
                        for short, fulls in short_names.items() for full in fulls}
@@ -271,15 +240,11 @@ class _Builder:
         text = self.index.comments.get(key, "")
         return {"description": text} if text else {}
 
-    def message_schema(self, full_name: str, request: bool, skip: Iterable[str] = ()) -> dict[str, Any]:
-        message = self.index.messages[full_name]
-        skipped = set(skip)
+    def message_schema(self, full_name: str, request: bool) -> dict[str, Any]:
         properties: dict[str, Any] = {}
         required: list[str] = []
-        for field in message.field:
-            if field.name in skipped:
-                continue
-            name = json_name(field)
+        for field in self.index.messages[full_name].field:
+            name = field.json_name  # protoc fills it in every descriptor set (lowerCamelCase unless declared)
             schema = self.field_schema(field, request)
             description = self.index.comments.get((full_name, field.name), "")
             if description:
@@ -305,8 +270,7 @@ class _Builder:
 
     def field_schema(self, field: descriptor_pb2.FieldDescriptorProto, request: bool) -> dict[str, Any]:
         if self._is_map(field):
-            entry = self.index.messages[field.type_name]
-            value = next(f for f in entry.field if f.name == "value")
+            value = _field(self.index.messages[field.type_name], "value")
             return {"type": "object", "additionalProperties": self.single_schema(value, request)}
         rules = field_rules(field) if request else validate_pb2.FieldRules()
         single = self.single_schema(field, request)
@@ -365,7 +329,7 @@ class _Builder:
             if self._is_map(field):
                 continue
             schema = self.field_schema(field, True)
-            param: dict[str, Any] = {"name": json_name(field), "in": "query", "required": False, "schema": schema,
+            param: dict[str, Any] = {"name": field.json_name, "in": "query", "required": False, "schema": schema,
                                      **self._description((route.input_type, field.name))}
             if field.label == _FD.LABEL_REPEATED:
                 param.update(style="form", explode=True)
@@ -374,34 +338,31 @@ class _Builder:
 
     def operation(self, route: HttpRoute) -> dict[str, Any]:
         summary = self.index.comments.get((f".{route.service}", route.method), "")
+        secured = route.service in API_KEY_SERVICES
+        parameters = self.parameters(route)
         operation: dict[str, Any] = {
             "operationId": route.operation_id,
             "tags": [route.service.rsplit(".", 1)[-1]],
             "summary": summary.split("\n", 1)[0],
             "description": summary,
             "x-grpc-method": route.grpc_method,
-            "parameters": self.parameters(route),
+            **({"parameters": parameters} if parameters else {}),
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {
                     "schema": self.ref(route.output_type, False)}}},
                 **{code: {"$ref": f"#/components/responses/Problem{code.capitalize()}"}
-                   for code in ERROR_RESPONSES},
+                   for code in [*ERROR_RESPONSES, *(_EXTRA_ERRORS if secured else ())]},
             },
         }
         if route.body:
             if route.body == "*":
                 schema = self.ref(route.input_type, True)
             else:
-                field = next(f for f in self.index.messages[route.input_type].field if f.name == route.body)
-                schema = self.field_schema(field, True)
+                schema = self.field_schema(_field(self.index.messages[route.input_type], route.body), True)
             operation["requestBody"] = {"required": True,
                                         "content": {"application/json": {"schema": schema}}}
-        if route.service in API_KEY_SERVICES:
+        if secured:
             operation["security"] = [{API_KEY_SCHEME: []}]
-            operation["responses"]["401"] = {"$ref": "#/components/responses/Problem401"}
-            operation["responses"]["403"] = {"$ref": "#/components/responses/Problem403"}
-        if not operation["parameters"]:
-            del operation["parameters"]
         return operation
 
 
@@ -489,20 +450,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 
-_STATUS_TEXT = {"400": "Bad Request", "401": "Unauthorized", "403": "Forbidden", "404": "Not Found",
-                "429": "Too Many Requests", "503": "Service Unavailable", "504": "Gateway Timeout",
-                "default": "Error"}
+# HTTP statuses documented in addition for the operations of API_KEY_SERVICES.
 _EXTRA_ERRORS = {"401": "No or an unknown API key (UNAUTHENTICATED).",
                  "403": "The API key may not do this (PERMISSION_DENIED)."}
 
-
-def _problem_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {
-        "schema": {"$ref": "#/components/schemas/Problem"}}}}
-
-
-# The Server-Sent Events of /realtime/ticks, one object per event as an SSE parser reads it (OpenAPI 3.0:
-# the media type's schema describes each event). `data` is one line of JSON whose schema depends on `event`.
 RESYNC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Payload of `event: resync`: the updates since Last-Event-ID cannot be replayed (or the live feed "
@@ -516,38 +467,26 @@ RESYNC_SCHEMA: dict[str, Any] = {
 }
 
 
-def live_event_schema(live_update: dict[str, Any]) -> dict[str, Any]:
+def event_schema(stream: str, events: str, data: str, data_schemas: dict[str, Any],
+                 resumable: bool = False) -> dict[str, Any]:
+    """One Server-Sent Event of a stream as an SSE parser reads it (OpenAPI 3.0: the media type's schema
+    describes each event). `data` is one line of JSON whose schema (`x-data-schemas`) depends on `event`;
+    only a resumable stream sends an `id`."""
+    resume = {"id": {"type": "string", "pattern": "^[0-9a-f]+-[0-9]+$",
+                     "description": "Position in the edge's stream, for Last-Event-ID."}} if resumable else {}
     return {
         "type": "object",
-        "description": "One Server-Sent Event of the live stream, as sent: `event: update` with a LiveUpdate as `data` "
-                       "(the same JSON as the REST API) and an `id` to resume from, or `event: resync` with a Resync. "
+        "description": f"One Server-Sent Event of the {stream} stream, as sent: {events} "
                        "Comment lines (`: ping`) and the opening `retry:` carry no event.",
         "required": ["event", "data"],
         "properties": {
-            "event": {"type": "string", "enum": ["update", "resync"]},
-            "data": {"type": "string", "description": "One line of JSON: a LiveUpdate (update) or a Resync (resync)."},
-            "id": {"type": "string", "pattern": "^[0-9a-f]+-[0-9]+$",
-                   "description": "Position in the edge's stream, for Last-Event-ID."},
+            "event": {"type": "string", "enum": list(data_schemas)},
+            "data": {"type": "string", "description": f"One line of JSON: {data}"},
+            **resume,
             "retry": {"type": "integer", "minimum": 0},
         },
         "additionalProperties": False,
-        "x-data-schemas": {"update": live_update, "resync": {"$ref": "#/components/schemas/Resync"}},
-    }
-
-
-def ticker_event_schema(watch_ticker_response: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "One Server-Sent Event of the ticker stream, as sent: `event: ticker` with a WatchTickerResponse "
-                       "as `data`. Comment lines (`: ping`) and the opening `retry:` carry no event.",
-        "required": ["event", "data"],
-        "properties": {
-            "event": {"type": "string", "enum": ["ticker"]},
-            "data": {"type": "string", "description": "One line of JSON: a WatchTickerResponse."},
-            "retry": {"type": "integer", "minimum": 0},
-        },
-        "additionalProperties": False,
-        "x-data-schemas": {"ticker": watch_ticker_response},
+        "x-data-schemas": data_schemas,
     }
 
 
@@ -566,7 +505,8 @@ def stream_symbols_parameter(symbol: validate_pb2.StringRules, most: int) -> dic
                                  "minLength": symbol.min_len, "maxLength": (symbol.max_len + 1) * most}}}
 
 
-def _edge_routes(symbol: validate_pb2.StringRules, window_size: validate_pb2.StringRules) -> dict[str, dict[str, Any]]:
+def _edge_routes(symbol: validate_pb2.StringRules, window_size: validate_pb2.StringRules,
+                 max_ticker_symbols: int) -> dict[str, dict[str, Any]]:
     """The fixed table of the edge's own routes (no RPC behind them)."""
     status = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
     readiness = {"type": "object", "required": ["status", "dependencies"], "properties": {
@@ -629,7 +569,7 @@ def _edge_routes(symbol: validate_pb2.StringRules, window_size: validate_pb2.Str
                 "tickers of the symbols that traded (QueryService.WatchTicker). Comments (`: ping`) keep the "
                 "connection alive."),
             "parameters": [
-                stream_symbols_parameter(symbol, MAX_TICKER_STREAM_SYMBOLS),
+                stream_symbols_parameter(symbol, max_ticker_symbols),
                 {"name": "windowSize", "in": "query", "required": False,
                  "description": "Length of the rolling window, as for /api/v1/ticker/24hr (default 1d).",
                  "schema": {"type": "string", "pattern": window_size.pattern}},
@@ -645,13 +585,12 @@ def _edge_routes(symbol: validate_pb2.StringRules, window_size: validate_pb2.Str
     }
 
 
-def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, Any]:
-    if not isinstance(descriptor_set, descriptor_pb2.FileDescriptorSet):
-        descriptor_set = load_descriptor_set(descriptor_set)
-    builder = _Builder(descriptor_set)
+def build(descriptor_set: Path) -> dict[str, Any]:
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    builder = _Builder(descriptors)
     paths: dict[str, dict[str, Any]] = {}
     tags: dict[str, str] = {}
-    for route in http_routes(descriptor_set):
+    for route in http_routes(descriptors):
         methods = paths.setdefault(route.path, {})
         if route.http_method in methods:
             raise ValueError(f"{route.http_method.upper()} {route.path} is bound to two RPCs")
@@ -659,17 +598,20 @@ def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, 
         tags[route.service.rsplit(".", 1)[-1]] = builder.index.comments.get((f".{route.service}",), "")
     live_update = builder.ref(f".{PACKAGE}.LiveUpdate", False)
     watch_ticker_response = builder.ref(f".{PACKAGE}.WatchTickerResponse", False)
-    tick = builder.index.messages[f".{PACKAGE}.Tick"]
-    symbol_rules = field_rules(next(f for f in tick.field if f.name == "symbol")).string
-    watch_ticker = builder.index.messages[f".{PACKAGE}.WatchTickerRequest"]
-    window_rules = field_rules(next(f for f in watch_ticker.field if f.name == "window_size")).string
-    for path, methods in _edge_routes(symbol_rules, window_rules).items():
+    messages = builder.index.messages
+    symbol_rules = field_rules(_field(messages[f".{PACKAGE}.Tick"], "symbol")).string
+    window_rules = field_rules(_field(messages[f".{PACKAGE}.WatchTickerRequest"], "window_size")).string
+    # A /realtime/ticker stream takes as many symbols as a watch stream (rules.MAX_WATCH_SYMBOLS, which
+    # WatchTicker enforces); read here from the descriptor set, not from the modules being regenerated.
+    max_ticker_symbols = field_rules(_field(messages[f".{PACKAGE}.WatchTicksRequest"], "symbols")).repeated.max_items
+    for path, methods in _edge_routes(symbol_rules, window_rules, max_ticker_symbols).items():
         if path in paths:
             raise ValueError(f"{path} is both an RPC binding and an edge route")
         paths[path] = methods
-    responses = {f"Problem{code.capitalize()}": _problem_response(text)
+    responses = {f"Problem{code.capitalize()}": {"description": text, "content": {PROBLEM_MEDIA_TYPE: {
+                     "schema": {"$ref": "#/components/schemas/Problem"}}}}
                  for code, text in {**ERROR_RESPONSES, **_EXTRA_ERRORS}.items()}
-    document = {
+    return {
         "openapi": "3.0.3",
         "info": {"title": API_TITLE, "version": API_VERSION, "description": API_DESCRIPTION},
         "tags": [{"name": name, "description": text} for name, text in tags.items()]
@@ -678,8 +620,15 @@ def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, 
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": {**dict(sorted(builder.schemas.items())), "Problem": PROBLEM_SCHEMA,
-                        "LiveEvent": live_event_schema(live_update), "Resync": RESYNC_SCHEMA,
-                        "TickerEvent": ticker_event_schema(watch_ticker_response)},
+                        "LiveEvent": event_schema(
+                            "live", "`event: update` with a LiveUpdate as `data` (the same JSON as the REST API) "
+                            "and an `id` to resume from, or `event: resync` with a Resync.",
+                            "a LiveUpdate (update) or a Resync (resync).",
+                            {"update": live_update, "resync": {"$ref": "#/components/schemas/Resync"}}, resumable=True),
+                        "Resync": RESYNC_SCHEMA,
+                        "TickerEvent": event_schema(
+                            "ticker", "`event: ticker` with a WatchTickerResponse as `data`.",
+                            "a WatchTickerResponse.", {"ticker": watch_ticker_response})},
             "responses": dict(sorted(responses.items())),
             "securitySchemes": {API_KEY_SCHEME: {
                 "type": "apiKey", "in": "header", "name": "x-api-key",
@@ -687,7 +636,6 @@ def build(descriptor_set: descriptor_pb2.FileDescriptorSet | Path) -> dict[str, 
                 "x-apikeyInfoFunc": "marketdata.edge.gateway.forward_api_key"}},
         },
     }
-    return document
 
 
 def write(descriptor_set: Path, target: Path) -> Path:

@@ -108,9 +108,6 @@ class Dev:
         self.api_key = ""
         self.client_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
 
-    def say(self, text: str) -> None:
-        self.output.line("dev", text)
-
     # -- before anything starts ---------------------------------------------------------------------------
     def check_ports(self, embedded_nats: bool) -> None:
         a = self.args
@@ -185,10 +182,10 @@ class Dev:
             signals_seen += 1
             if signals_seen == 1:
                 self.output.raw("\n")
-                self.say(f"{sig.name}: stopping (press Ctrl-C again to kill at once)")
+                self.output.say(f"{sig.name}: stopping (press Ctrl-C again to kill at once)")
                 stop.set()
             else:
-                self.say("killing every service now")
+                self.output.say("killing every service now")
                 supervisor.kill_all()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -210,7 +207,7 @@ class Dev:
             try:
                 waiting.result()
             except (TimeoutError, RuntimeError) as exc:
-                self.say(f"error: {exc}")
+                self.output.say(f"error: {exc}")
                 return 1
             if "feeder" in specs:
                 await supervisor.start(specs["feeder"])
@@ -221,7 +218,7 @@ class Dev:
             for task in (failed, stopped):
                 task.cancel()
             if supervisor.failed.is_set() and not stop.is_set():
-                self.say(f"error: {supervisor.failure}; stopping everything")
+                self.output.say(f"error: {supervisor.failure}; stopping everything")
                 code = 1
         finally:
             await supervisor.stop_all(STOP_ORDER)
@@ -273,15 +270,15 @@ class Dev:
         self.lock.acquire()
         try:
             if self.args.fresh:
-                self.say(f"--fresh: wiping {self.data_dir}")
+                self.output.say(f"--fresh: wiping {self.data_dir}")
                 wipe(self.data_dir)
             if self.web_dist is None:
-                self.say(f"the dashboard is not built (no web/dist): run `{WEB_BUILD_HINT}`; "
-                         "the API works without it")
+                self.output.say(f"the dashboard is not built (no web/dist): run `{WEB_BUILD_HINT}`; "
+                                "the API works without it")
             self.environment.start_nats(given_nats)
             self.environment.start_postgres(given_db)
             applied = self.environment.migrate()
-            self.say(f"database ready ({applied} migration(s) applied)")
+            self.output.say(f"database ready ({applied} migration(s) applied)")
             return asyncio.run(self.run_children())
         finally:
             # Ctrl-C from here on would leave NATS or PostgreSQL half-stopped: finish the job first.
@@ -292,7 +289,7 @@ class Dev:
                 self.lock.release()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-                self.say("stopped")
+                self.output.say("stopped")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -305,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     # Until the event loop takes over, SIGTERM behaves like Ctrl-C: what was started is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     handler = logging.Handler()
-    handler.emit = lambda record: output.line("dev", record.getMessage())  # type: ignore[method-assign]
+    handler.emit = lambda record: output.say(record.getMessage())  # type: ignore[method-assign]
     dev_log = logging.getLogger("marketdata.dev")
     dev_log.handlers[:] = [handler]
     dev_log.setLevel(logging.INFO)
@@ -313,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = Dev(args, output).run()
     except DevError as exc:
-        output.line("dev", f"error: {exc}")
+        output.say(f"error: {exc}")
         code = 2
     except KeyboardInterrupt:
         code = 130

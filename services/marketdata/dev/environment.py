@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from marketdata.common.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres, port_is_free
+from marketdata.dev.supervisor import proc_stat
 
 log = logging.getLogger("marketdata.dev")
 
@@ -99,8 +100,7 @@ def wipe(data_dir: Path) -> None:
 
 
 def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:
@@ -118,10 +118,8 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie is not alive for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _pg_ctl(pgdata: Path, *args: str) -> None:
@@ -207,11 +205,11 @@ class Environment:
     def pgdata(self) -> Path:
         return self.data_dir / "pg"
 
-    def start_nats(self, given_url: str | None) -> str:
+    def start_nats(self, given_url: str | None) -> None:
         if given_url:
             self.nats_url = given_url
             self.notes.append(f"NATS        {given_url} (from NATS_URL)")
-            return given_url
+            return
         server = EmbeddedNats(self.data_dir / "nats", port=self.nats_port)
         _stop_leftover_nats(server.data_dir)
         log.info("starting embedded NATS (JetStream) on port %d, data in %s", server.port, server.data_dir)
@@ -221,13 +219,12 @@ class Environment:
             raise DevError(f"embedded NATS: {exc}") from None
         self.embedded_nats = server
         self.notes.append(f"NATS        {self.nats_url} (embedded, JetStream data in {server.data_dir})")
-        return self.nats_url
 
-    def start_postgres(self, given_url: str | None) -> str:
+    def start_postgres(self, given_url: str | None) -> None:
         if given_url:
             self.database_url = given_url
             self.notes.append(f"PostgreSQL  {_redact(given_url)} (from DATABASE_URL)")
-            return given_url
+            return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL, data in %s%s", self.pgdata,
                  "" if (self.pgdata / "PG_VERSION").exists() else " (first run: initdb takes a few seconds)")
@@ -246,13 +243,13 @@ class Environment:
         asyncio.run(_create_database(admin_url, DATABASE_NAME))
         self.database_url = with_database(admin_url, DATABASE_NAME)
         self.notes.append(f"PostgreSQL  {self.database_url} (embedded, data in {self.pgdata})")
-        return self.database_url
 
     def migrate(self) -> int:
         from marketdata.migrate.migrations import MigrationError, apply, migrations_directory
 
+        setting = os.environ.get("MIGRATIONS_DIR")
         try:
-            applied = asyncio.run(apply(self.database_url, migrations_directory(_migrations_setting())))
+            applied = asyncio.run(apply(self.database_url, migrations_directory(Path(setting) if setting else None)))
         except MigrationError as exc:
             raise DevError(f"migrations: {exc}") from None
         except OSError as exc:
@@ -288,16 +285,10 @@ class Environment:
             self.stop_postgres()
 
 
-def _migrations_setting() -> Path | None:
-    value = os.environ.get("MIGRATIONS_DIR")
-    return Path(value) if value else None
-
-
 def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
     return url
 
 

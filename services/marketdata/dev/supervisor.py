@@ -41,18 +41,23 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name: [0] is the state, [2] the process group.
+    None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is pgid, read from /proc."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # fields[0] is the state, fields[2] the process group.
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        fields = proc_stat(entry.name)
+        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
 
@@ -74,11 +79,11 @@ class Output:
 
     def line(self, name: str, text: str) -> None:
         prefix = self.prefix(name)
-        try:
-            self.stream.write("".join(prefix + part + "\n" for part in text.rstrip("\r\n").split("\n")))
-            self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass
+        self.raw("".join(prefix + part + "\n" for part in text.rstrip("\r\n").split("\n")))
+
+    def say(self, text: str) -> None:
+        """A line of `marketdata dev` itself."""
+        self.line("dev", text)
 
     def raw(self, text: str) -> None:
         try:
@@ -129,9 +134,6 @@ class Supervisor:
         self.failed = asyncio.Event()
         self.failure: str | None = None
         self.stopping = False
-
-    def say(self, text: str) -> None:
-        self.output.line("dev", text)
 
     async def start(self, spec: ChildSpec) -> Child:
         child = Child(spec)
@@ -205,13 +207,13 @@ class Supervisor:
             if child.restarts >= self.max_restarts:
                 self.failure = (f"{child.name} {how} after {ran:.1f}s and has already been restarted "
                                 f"{child.restarts} times: giving up")
-                self.say(self.failure)
+                self.output.say(self.failure)
                 self.failed.set()
                 return
             delay = min(self.backoff_max, self.backoff_start * 2 ** child.restarts)
             child.restarts += 1
-            self.say(f"{child.name} {how} after {ran:.1f}s; restarting in {delay:g}s "
-                     f"(restart {child.restarts} of at most {self.max_restarts})")
+            self.output.say(f"{child.name} {how} after {ran:.1f}s; restarting in {delay:g}s "
+                            f"(restart {child.restarts} of at most {self.max_restarts})")
             await asyncio.sleep(delay)
             if child.stopping or self.stopping:
                 return
@@ -241,7 +243,7 @@ class Supervisor:
             if now >= deadline:
                 raise TimeoutError(f"not healthy after {timeout:.0f}s: {', '.join(pending)}")
             if now >= next_report:
-                self.say(f"waiting for {', '.join(pending)} to become healthy")
+                self.output.say(f"waiting for {', '.join(pending)} to become healthy")
                 next_report = now + report_every
             await asyncio.sleep(0.25)
 
@@ -265,7 +267,7 @@ class Supervisor:
             try:
                 await asyncio.wait_for(self._wait_exit(process), self.stop_grace)
             except asyncio.TimeoutError:
-                self.say(f"{child.name} did not stop within {self.stop_grace:g}s: killing it")
+                self.output.say(f"{child.name} did not stop within {self.stop_grace:g}s: killing it")
                 self._sweep(process.pid)
                 await self._wait_exit(process)
         if child._watch is not None:
@@ -289,7 +291,7 @@ class Supervisor:
         for name in names:
             child = self.children[name]
             if child.running:
-                self.say(f"stopping {name}")
+                self.output.say(f"stopping {name}")
             await self.stop_child(child)
 
     def kill_all(self) -> None:

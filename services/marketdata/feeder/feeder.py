@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 from marketdata.common.channels import open_channel
 from marketdata.common.config import Settings
 from marketdata.common.metrics import serve_metrics
+from marketdata.common.runner import sleep_unless
 from marketdata.feeder.generator import SymbolSpec, Trade, TradeGenerator
 from marketdata.v1 import ingest_pb2, ingest_pb2_grpc, market_pb2
 
@@ -53,6 +54,8 @@ BACKOFF_START_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
 # How long a stop waits for the in-flight batch to be acknowledged before giving up on it.
 STOP_GRACE_SECONDS = 5.0
+SOURCE = "feeder"  # the source of every tick sent
+REPORT_EVERY_SECONDS = 10.0  # between plain progress lines
 
 
 class FatalSendError(RuntimeError):
@@ -78,9 +81,7 @@ class FeederOptions:
     transport: str = "grpc"  # grpc | stream | rest
     ingest_addr: str = "127.0.0.1:50051"
     edge_url: str = "http://127.0.0.1:8080"
-    source: str = "feeder"
     progress: bool | None = None  # None: when stdout is a terminal
-    report_every: float = 10.0  # seconds between plain progress lines
     register_symbols: bool = True
 
 
@@ -96,11 +97,11 @@ class Stats:
     last_error: str = ""
 
 
-def to_proto(trade: Trade, event_time: float, source: str) -> market_pb2.Tick:
+def to_proto(trade: Trade, event_time: float) -> market_pb2.Tick:
     ts = Timestamp()
     ts.FromNanoseconds(int(round(event_time * 1e9)))
     return market_pb2.Tick(symbol=trade.symbol, price=trade.price, size=trade.size, event_time=ts,
-                           trade_id=trade.trade_id, side=trade.side, source=source)
+                           trade_id=trade.trade_id, side=trade.side, source=SOURCE)
 
 
 def to_json(ticks: Sequence[market_pb2.Tick]) -> dict:
@@ -287,23 +288,17 @@ def make_transport(options: FeederOptions) -> Transport:
 class Progress:
     """A live one-line display on a terminal, plain log lines every few seconds otherwise."""
 
-    def __init__(self, stats: Stats, live: bool, every: float) -> None:
+    def __init__(self, stats: Stats, live: bool) -> None:
         self.stats = stats
         self.live = live
-        self.every = every
         self._last_report = time.monotonic()
         self._last_sent = 0
         self._last_draw = 0.0
 
-    def _rate(self) -> tuple[float, float]:
-        now = time.monotonic()
-        elapsed = max(1e-9, now - self._last_report)
-        return now, (self.stats.sent - self._last_sent) / elapsed
-
     def update(self, force: bool = False) -> None:
         s = self.stats
+        now = time.monotonic()
         if self.live:
-            now = time.monotonic()
             if not force and now - self._last_draw < 0.25:
                 return
             self._last_draw = now
@@ -313,10 +308,11 @@ class Progress:
                              f"{s.errors} errors{state}\x1b[K")
             sys.stdout.flush()
             return
-        now, rate = self._rate()
-        if force or now - self._last_report >= self.every:
+        elapsed = now - self._last_report
+        if force or elapsed >= REPORT_EVERY_SECONDS:
+            rate = (s.sent - self._last_sent) / max(1e-9, elapsed)
             log.info("%d ticks sent (%.1f/s over the last %.0fs), %d batches, %d errors%s", s.sent, rate,
-                     now - self._last_report, s.batches, s.errors, " (retrying)" if s.retrying else "")
+                     elapsed, s.batches, s.errors, " (retrying)" if s.retrying else "")
             self._last_report, self._last_sent = now, s.sent
 
     def clear(self) -> None:
@@ -343,7 +339,7 @@ class Feeder:
         self.stats = Stats()
         self.stop = asyncio.Event()
         live = sys.stdout.isatty() if options.progress is None else options.progress
-        self.progress = Progress(self.stats, live, options.report_every)
+        self.progress = Progress(self.stats, live)
         self._backoff = BACKOFF_START_SECONDS
         self._stop_deadline: float | None = None
 
@@ -357,12 +353,6 @@ class Feeder:
     def symbols(self) -> list[market_pb2.Symbol]:
         return [market_pb2.Symbol(symbol=s.symbol, base=s.base, quote=s.quote, active=True)
                 for s in self.options.specs]
-
-    async def _sleep_or_stop(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     def _note_error(self, error: Exception) -> None:
         kind = ("retryable" if isinstance(error, RetryableSendError)
@@ -393,8 +383,7 @@ class Feeder:
                 return True
             except RetryableSendError as error:
                 self._note_error(error)
-                await self._sleep_or_stop(self._backoff)
-                if self.stop.is_set():
+                if await sleep_unless(self.stop, self._backoff):
                     return False
                 self._backoff = min(BACKOFF_MAX_SECONDS, self._backoff * 2)
 
@@ -430,10 +419,8 @@ class Feeder:
                 self.progress.update()
                 if self._stop_deadline is not None:
                     await asyncio.sleep(self._backoff)
-                else:
-                    await self._sleep_or_stop(self._backoff)
-                    if self.stop.is_set():
-                        self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+                elif await sleep_unless(self.stop, self._backoff):
+                    self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
                 self._backoff = min(BACKOFF_MAX_SECONDS, self._backoff * 2)
             except RejectedBatchError as error:
                 self._note_error(error)
@@ -464,7 +451,7 @@ class Feeder:
                 trades = self.generator.until(horizon)
                 for start in range(0, len(trades), MAX_BATCH_TICKS):
                     chunk = trades[start:start + MAX_BATCH_TICKS]
-                    batch = [to_proto(t, self._wall(t.time), options.source) for t in chunk]
+                    batch = [to_proto(t, self._wall(t.time)) for t in chunk]
                     if last_round and self._stop_deadline is None:
                         self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
                     if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
@@ -476,7 +463,7 @@ class Feeder:
                 next_at = horizon + options.batch_interval
                 if end is not None:
                     next_at = min(next_at, end)
-                await self._sleep_or_stop(max(0.0, next_at - self._now_offset()))
+                await sleep_unless(self.stop, max(0.0, next_at - self._now_offset()))
             # Whatever is still unacknowledged (a stream's last batches) is acknowledged now.
             self._stop_deadline = self._stop_deadline or time.monotonic() + STOP_GRACE_SECONDS
             if time.monotonic() <= self._stop_deadline:

@@ -153,17 +153,10 @@ class TradeGenerator:
         """Time of the last trade handed out (or skipped to)."""
         return self._clock
 
-    def price(self, symbol: str) -> float:
-        """Current mid price of a symbol."""
-        return math.exp(self._states[symbol].log_mid)
-
-    def _sigma_per_second(self, spec: SymbolSpec) -> float:
-        return spec.volatility / math.sqrt(SECONDS_PER_YEAR)
-
     def _evolve(self, state: _SymbolState, to_time: float) -> None:
         dt = to_time - state.last_time
         if dt > 0:
-            sigma = self._sigma_per_second(state.spec)
+            sigma = state.spec.volatility / math.sqrt(SECONDS_PER_YEAR)
             mu = state.spec.drift / SECONDS_PER_YEAR
             state.log_mid += (mu - 0.5 * sigma * sigma) * dt + sigma * math.sqrt(dt) * self._random.gauss(0.0, 1.0)
             state.last_time = to_time
