@@ -45,6 +45,7 @@ from marketdata.aggregator import rollup
 from marketdata.common.config import Settings
 from marketdata.common.database import DATABASE_ERRORS
 from marketdata.common.nats import NATS_ERRORS, NatsConnection, ensure_streams
+from marketdata.common.runner import sleep_unless
 from marketdata.common.tracing import extract, inject, span_context_of, tracer
 from marketdata.v1 import events_pb2, market_pb2
 
@@ -443,11 +444,8 @@ class Aggregator:
     async def prune_ledger(self, stopping: asyncio.Event) -> None:
         """Drops ledger rows below the ack floor (those messages can never be redelivered), keeping the floor."""
         while not stopping.is_set():
-            try:
-                await asyncio.wait_for(stopping.wait(), self.settings.ledger_prune_seconds)
+            if await sleep_unless(stopping, self.settings.ledger_prune_seconds):
                 return
-            except asyncio.TimeoutError:
-                pass
             try:
                 client = await self.nats.wait_connected(timeout=2)
                 # The incarnation first, then its consumer's floor: a floor is never applied to a newer one.

@@ -17,6 +17,7 @@ from marketdata.common.config import Settings, SettingsError
 from marketdata.common.database import CONNECTION_ERRORS, DATABASE_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
 from marketdata.common.nats import NATS_ERRORS, NatsConnection
+from marketdata.common.runner import sleep_unless
 from marketdata.migrate.migrations import latest_version, migrations_directory
 from marketdata.retention import lifecycle
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
@@ -98,10 +99,7 @@ async def report_lag(aggregator: Aggregator, stopping: asyncio.Event) -> None:
             CONSUMER_PENDING.set((info.num_pending or 0) + (info.num_ack_pending or 0))
         except NATS_ERRORS as exc:  # NATS away or the consumer not created yet (NotFoundError): try again
             log.debug("consumer lag unknown", extra={"error": str(exc) or type(exc).__name__})
-        try:
-            await asyncio.wait_for(stopping.wait(), LAG_REPORT_SECONDS)
-        except asyncio.TimeoutError:
-            pass
+        await sleep_unless(stopping, LAG_REPORT_SECONDS)
 
 
 async def maintain_storage(pool: asyncpg.Pool, settings: Settings, stopping: asyncio.Event) -> None:
@@ -111,10 +109,7 @@ async def maintain_storage(pool: asyncpg.Pool, settings: Settings, stopping: asy
             await lifecycle.maintain(pool, settings, datetime.now(timezone.utc))
         except DATABASE_ERRORS as exc:  # PostgreSQL away: ticks land in DEFAULT meanwhile; try again
             log.warning("storage maintenance failed", extra={"error": str(exc) or type(exc).__name__})
-        try:
-            await asyncio.wait_for(stopping.wait(), settings.maintenance_seconds)
-        except asyncio.TimeoutError:
-            pass
+        await sleep_unless(stopping, settings.maintenance_seconds)
 
 
 async def serve(settings: Settings) -> None:

@@ -16,6 +16,7 @@ from prometheus_client import Gauge
 from marketdata.common.config import Settings
 from marketdata.common.errors import PortInUseError
 from marketdata.common.metrics import MetricsInterceptor, serve_metrics
+from marketdata.common.runner import sleep_unless
 from marketdata.common.tracing import server_interceptors
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,7 @@ class GrpcServiceHost:
             if serving != self._serving:
                 self._serving = serving
                 await self._set_all(SERVING if serving else NOT_SERVING)
-            try:
-                await asyncio.wait_for(self.stopping.wait(), HEALTH_CHECK_INTERVAL_SECONDS)
-            except asyncio.TimeoutError:
-                pass
+            await sleep_unless(self.stopping, HEALTH_CHECK_INTERVAL_SECONDS)
 
     async def run(self) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -73,10 +73,10 @@ def enabled() -> bool:
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
-def inject(headers: dict[str, str] | None = None, context: Context | None = None) -> dict[str, str]:
-    """`headers` (a new dict if None) plus the trace context of `context` (default: the current one), for a
-    NATS message, gRPC metadata or an HTTP request. Adds nothing outside a span."""
-    carrier = {} if headers is None else headers
+def inject(context: Context | None = None) -> dict[str, str]:
+    """Headers carrying the trace context of `context` (default: the current one), for a NATS message, gRPC
+    metadata or an HTTP request. Empty outside a span."""
+    carrier: dict[str, str] = {}
     propagate.inject(carrier, context)
     return carrier
 
@@ -194,8 +194,8 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
 
 # ---- HTTP (ASGI) ------------------------------------------------------------------------------------------
 
-def trace_http(app: Any, route_of: Callable[[str], str], prefix: str = "edge") -> Any:
-    """`app` with a SERVER span per HTTP request, `<prefix> <METHOD> <route>` (e.g. `edge POST
+def trace_http(app: Any, route_of: Callable[[str], str]) -> Any:
+    """`app` with a SERVER span per HTTP request, `edge <METHOD> <route>` (e.g. `edge POST
     /api/v1/webhooks/ticks`), child of the request's traceparent; `app` itself while tracing is off."""
     if not enabled():
         return app
@@ -207,7 +207,7 @@ def trace_http(app: Any, route_of: Callable[[str], str], prefix: str = "edge") -
         method, route = scope.get("method", ""), route_of(scope.get("path", ""))
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers", ())}
         with tracer.start_as_current_span(
-                f"{prefix} {method} {route}", context=extract(headers), kind=SpanKind.SERVER,
+                f"edge {method} {route}", context=extract(headers), kind=SpanKind.SERVER,
                 attributes={"http.request.method": method, "http.route": route,
                             "url.path": scope.get("path", "")}) as span:
 

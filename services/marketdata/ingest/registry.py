@@ -8,6 +8,7 @@ import logging
 import asyncpg
 
 from marketdata.common.database import DATABASE_ERRORS
+from marketdata.common.runner import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,7 @@ class SymbolRegistry:
                 await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._changed.set())
                 await self.reload()
                 while not listener.is_closed():
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), REFRESH_SECONDS)
-                    except asyncio.TimeoutError:
-                        pass
+                    await sleep_unless(self._changed, REFRESH_SECONDS)
                     self._changed.clear()
                     await self.reload()
             except DATABASE_ERRORS as exc:  # PostgreSQL away or not migrated yet: keep the cache, try again

@@ -10,6 +10,7 @@ import grpc
 from grpc_status import rpc_status
 from prometheus_client import Counter
 
+from marketdata.common import rules
 from marketdata.common.config import Settings
 from marketdata.common.database import CONNECTION_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
@@ -17,7 +18,7 @@ from marketdata.common.nats import NATS_ERRORS, NatsConnection, ensure_streams
 from marketdata.ingest.auth import ApiKeyInterceptor
 from marketdata.ingest.publisher import JetStreamUnavailable, PublishResult, TickPublisher
 from marketdata.ingest.registry import SymbolRegistry
-from marketdata.ingest.validation import TickRules, validate_symbols, validate_ticks
+from marketdata.ingest.validation import TickRules, validate_ticks
 from marketdata.migrate.migrations import latest_version, migrations_directory
 from marketdata.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -81,7 +82,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def UpsertSymbols(self, request: ingest_pb2.UpsertSymbolsRequest,
                             context: grpc.aio.ServicerContext) -> ingest_pb2.UpsertSymbolsResponse:
-        await validate_symbols(request).abort_if_any(context)
+        await rules.check(request).abort_if_any(context)  # the proto's rules are all a symbol upsert has
         # A symbol given twice takes its last entry (one row can be upserted once per statement).
         items = list({item.symbol: item for item in request.items}.values())
         try:

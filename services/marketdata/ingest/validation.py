@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from marketdata.common import rules
 from marketdata.common.errors import FieldViolations
-from marketdata.v1 import ingest_pb2, market_pb2
+from marketdata.v1 import market_pb2
 
 PRICE_MIN, PRICE_MAX, SIZE_MIN, SIZE_MAX = rules.PRICE_MIN, rules.PRICE_MAX, rules.SIZE_MIN, rules.SIZE_MAX
 EVENT_TIME_MIN_SECONDS = rules.EVENT_TIME_MIN_SECONDS
@@ -206,7 +206,3 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
         tick.trade_id = trade_id
     return batch
 
-
-def validate_symbols(request: ingest_pb2.UpsertSymbolsRequest) -> FieldViolations:
-    """protovalidate's verdict: the proto's rules are all there is to a symbol upsert."""
-    return rules.check(request)
