@@ -184,7 +184,7 @@ async def measure(args: argparse.Namespace, stack: Any, results: dict[str, Any])
                 except Exception as exc:  # noqa: BLE001 - report it and go on
                     ceilings[name] = {"ticks": args.ticks, "ticks_per_second": None, "error": repr(exc)}
             sampler.phase = "idle"
-        del batches
+        batches = []  # the ingest batches are not needed any more: their memory goes before the live phase
         if "live" in args.phases:
             # The ingest runs and ceilings just wrote ~2M rows: vacuum them now rather than have autovacuum
             # start on them (sharing the 2 cores) in the middle of the latency measurement.
