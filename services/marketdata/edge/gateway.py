@@ -93,12 +93,6 @@ def http_status(code: grpc.StatusCode) -> int:
     return GRPC_TO_HTTP.get(code, 500)
 
 
-def grpc_code_for(status: int) -> grpc.StatusCode:
-    if status in HTTP_TO_GRPC:
-        return HTTP_TO_GRPC[status]
-    return grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.UNKNOWN
-
-
 Violations = Iterable[tuple[str, str]]
 
 
@@ -110,26 +104,22 @@ def reason(status: int) -> str:
         return "Error"
 
 
-def problem_body(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
-                 violations: Violations = (), title: str | None = None) -> dict[str, Any]:
+def problem_response(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
+                     violations: Violations = (), headers: Mapping[str, str] | None = None,
+                     title: str | None = None) -> Response:
+    grpc_code = grpc_code or HTTP_TO_GRPC.get(
+        status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.UNKNOWN)
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title or reason(status),
         "status": status,
         "detail": detail,
-        "grpcCode": (grpc_code or grpc_code_for(status)).name,
+        "grpcCode": grpc_code.name,
+        "violations": [{"field": field, "description": description} for field, description in violations],
     }
-    body["violations"] = [{"field": field, "description": description} for field, description in violations]
     request_id = REQUEST_ID.get()
     if request_id:
         body["requestId"] = request_id
-    return body
-
-
-def problem_response(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
-                     violations: Violations = (), headers: Mapping[str, str] | None = None,
-                     title: str | None = None) -> Response:
-    body = problem_body(status, detail, grpc_code=grpc_code, violations=violations, title=title)
     return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
                     headers=dict(headers or {}))
 
@@ -406,6 +396,21 @@ def is_metadata_value(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
+def check_api_key_characters(api_key: str) -> None:
+    """401 for an x-api-key header gRPC metadata cannot carry (no API key has such characters)."""
+    if not is_metadata_value(api_key):
+        raise EdgeProblem(401, "the x-api-key header has characters no API key has",
+                          grpc_code=grpc.StatusCode.UNAUTHENTICATED)
+
+
+def scope_header(scope: Mapping[str, Any], name: bytes) -> str:
+    """The first value of a header of an ASGI request (`name` in lower case); "" when absent."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
 def to_json_bytes(message: Any) -> bytes:
     return json.dumps(json_format.MessageToDict(message, always_print_fields_with_no_presence=True),
                       separators=(",", ":")).encode()
@@ -457,9 +462,7 @@ class Gateway:
         metadata = []
         api_key = headers.get("x-api-key")
         if api_key:
-            if not is_metadata_value(api_key):
-                raise EdgeProblem(401, "the x-api-key header has characters no API key has",
-                                  grpc_code=grpc.StatusCode.UNAUTHENTICATED)
+            check_api_key_characters(api_key)
             metadata.append(("x-api-key", api_key))
         request_id = REQUEST_ID.get()
         if request_id:
@@ -528,9 +531,8 @@ def json_field_path(message: Descriptor, path: str) -> str:
     out, current = [], message
     for part in path.split("."):
         match = _PATH_PART.match(part)
-        field = current.fields_by_name.get(match.group(1)) if (match and current is not None) else None
-        if field is None:
-            field = current.fields_by_camelcase_name.get(match.group(1)) if (match and current is not None) else None
+        field = (current.fields_by_name.get(match.group(1)) or current.fields_by_camelcase_name.get(match.group(1))
+                 if (match and current is not None) else None)
         if field is None or match is None:
             out.append(part)
             current = None

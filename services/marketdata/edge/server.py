@@ -181,10 +181,6 @@ class Edge:
         subscriber.abort = request.scope.get("marketdata.abort")
         return LiveStreamResponse(subscriber, first, self.settings.sse_ping_seconds)
 
-    def report_gauges(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The gauge read when scraped (on the metrics server's thread)."""
-        LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
-
     async def ticker_stream(self, **arguments: Any) -> Response:
         """/realtime/ticker: QueryService.WatchTicker relayed as `event: ticker` frames. The first message is
         awaited before answering, so a bad request or an unknown symbol is a problem response, not a stream."""
@@ -202,7 +198,8 @@ class Edge:
                                     grpc_code=grpc.StatusCode.DEADLINE_EXCEEDED)
 
         async def frames() -> AsyncIterator[bytes]:
-            try:
+            try:  # the head inside: a client gone right after it still cancels the call
+                yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
                 message = first
                 while message is not grpc.aio.EOF:
                     yield encode_frame("ticker", gateway.to_json_bytes(message))
@@ -213,15 +210,8 @@ class Edge:
             finally:
                 call.cancel()
 
-        head = f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-        return EventSourceResponse(_prefixed(head, frames()), ping=self.settings.sse_ping_seconds, sep="\n",
+        return EventSourceResponse(frames(), ping=self.settings.sse_ping_seconds, sep="\n",
                                    headers={"cache-control": "no-store"})
-
-
-async def _prefixed(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in body:
-        yield chunk
 
 
 class LiveStreamResponse(EventSourceResponse):
@@ -277,11 +267,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-                break
+        request_id = gateway.scope_header(scope, b"x-request-id")[:128]
         if not request_id or not gateway.is_metadata_value(request_id):
             request_id = uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
@@ -478,7 +464,8 @@ async def serve(settings: Settings) -> None:
     upstreams = Upstreams(upstream_addresses(settings), pools={INGEST_SERVICE: settings.edge_ingest_channels})
     feed = create_feed(nats, settings)
     edge = Edge(settings, document, upstreams, feed, nats)
-    edge.report_gauges(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))  # read when scraped, on the metrics server's thread
     serve_metrics(settings.metrics_port_for("edge"), settings.bind_host)
     app = create_app(edge)
     config = uvicorn.Config(app, host=settings.bind_host, port=settings.edge_port,
@@ -489,7 +476,7 @@ async def serve(settings: Settings) -> None:
     log.info("edge listening", extra={"address": f"{settings.bind_host}:{settings.edge_port}",
                                       "ingest": settings.ingest_addr, "query": settings.query_addr,
                                       "web_dist": str(default_web_dist(settings)),
-                                      "loop": type(asyncio.get_running_loop()).__module__})
+                                      "loop": type(loop).__module__})
     # uvicorn passes the signal that stopped it on to the handler it found (cooperative signal handling,
     # uvicorn 0.29): ignored, so the cleanup below runs and the process exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable
 
-from google.protobuf import json_format
 from opentelemetry.trace import Link
 
 from marketdata.common import tracing
 from marketdata.common.config import Settings
 from marketdata.common.live import LiveFeed, LiveMetrics, Subscriber
 from marketdata.common.nats import NatsConnection
+from marketdata.edge.gateway import to_json_bytes
 from marketdata.v1 import events_pb2
 
 RETRY_MILLISECONDS = 2000
@@ -32,9 +32,7 @@ def encode_frame(event: str, data: bytes | str, event_id: str | None = None) -> 
 
 
 def update_frame(event_id: str, update: events_pb2.LiveUpdate) -> bytes:
-    body = json.dumps(json_format.MessageToDict(update, always_print_fields_with_no_presence=True),
-                      separators=(",", ":"))
-    return encode_frame("update", body, event_id)
+    return encode_frame("update", to_json_bytes(update), event_id)
 
 
 def resync_frame(event_id: str, reason: str, **fields: str) -> bytes:

@@ -43,9 +43,10 @@ from marketdata.edge.gateway import (
     EdgeProblem,
     Upstreams,
     body_problem,
-    is_metadata_value,
+    check_api_key_characters,
     problem_response,
     rpc_error_response,
+    scope_header,
 )
 from marketdata.v1 import ingest_pb2, market_pb2
 
@@ -227,16 +228,9 @@ class KeyVerdicts:
         self._verdicts.pop(key, None)
 
 
-def _header(scope: Mapping[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
 def _utf8(scope: Mapping[str, Any]) -> bool:
     """JSON in UTF-8 (no charset, or charset=utf-8): the only encoding orjson reads."""
-    parameters = _header(scope, b"content-type").lower().replace(" ", "").split(";")[1:]
+    parameters = scope_header(scope, b"content-type").lower().replace(" ", "").split(";")[1:]
     return all(p in ("charset=utf-8", "charset=\"utf-8\"") for p in parameters if p.startswith("charset="))
 
 
@@ -309,7 +303,7 @@ class TickWebhook:
         return [("x-api-key", key), ("x-request-id", request_id)] if request_id else [("x-api-key", key)]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        key = _header(scope, b"x-api-key")
+        key = scope_header(scope, b"x-api-key")
         if not key or scope.get("query_string"):
             # connexion answers: 401 without reading the body, or 400 naming the unknown query parameters
             await self.generic(scope, receive, send)
@@ -333,19 +327,17 @@ class TickWebhook:
                                 violations=[("body", f"at most {limit} bytes")], headers={"connection": "close"})
 
     async def _answer(self, scope: dict[str, Any], receive: Any, send: Any, key: str) -> Response | None:
-        if not is_metadata_value(key):
-            raise EdgeProblem(401, "the x-api-key header has characters no API key has",
-                              grpc_code=grpc.StatusCode.UNAUTHENTICATED)
+        check_api_key_characters(key)
         refusal = await self.keys.refusal(key)
         if refusal is not None:
             return rpc_error_response(refusal)
-        encoding = _header(scope, b"content-encoding").strip().lower()
+        encoding = scope_header(scope, b"content-encoding").strip().lower()
         if encoding not in ("", "identity", "gzip"):
             raise EdgeProblem(415, f"Content-Encoding {encoding!r} is not supported: send gzip or identity")
-        declared = _header(scope, b"content-length")
+        declared = scope_header(scope, b"content-length")
         if encoding != "gzip" and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise BodyTooLarge
-        media_type = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+        media_type = scope_header(scope, b"content-type").split(";", 1)[0].strip().lower()
         reader = BodyReader(receive, encoding, self.max_body_bytes)
         if media_type == NDJSON:
             return await self._stream_ticks(reader, key)
