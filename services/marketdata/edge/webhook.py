@@ -68,7 +68,7 @@ TICK_FIELDS = frozenset(field.json_name for field in market_pb2.Tick.DESCRIPTOR.
 # The canonical RFC 3339 form producers send (`2024-05-01T12:00:00.123Z`); any other form takes the generic
 # path. Years before 1971 too: the document's eventTime pattern has its own view of early 1970.
 _MINUTE = re.compile(r"([0-9]{4})-([0-9][0-9])-([0-9][0-9])T([0-9][0-9]):([0-9][0-9])")
-_FRACTION = re.compile(r"(?:\.([0-9]{1,9}))?Z")
+_NANOS_PER_UNIT = {digits: 10 ** (9 - digits) for digits in range(1, 10)}  # of a fraction with that many digits
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
@@ -106,11 +106,14 @@ def event_time_of(text: Any) -> tuple[int, int]:
     if type(text) is not str:
         raise NotFast
     start = _second_start(text[:19])
-    match = _FRACTION.fullmatch(text, 19)
-    if match is None:
+    if len(text) == 20 and text[19] == "Z":
+        return start, 0
+    # `.` and 1-9 ASCII digits, then `Z`; by string tests, not a regex: this runs once per tick.
+    fraction = text[20:-1]
+    unit = _NANOS_PER_UNIT.get(len(fraction))
+    if unit is None or text[19] != "." or text[-1] != "Z" or not (fraction.isascii() and fraction.isdigit()):
         raise NotFast
-    fraction = match.group(1)
-    return start, int(fraction.ljust(9, "0")) if fraction else 0
+    return start, int(fraction) * unit
 
 
 def _number(value: Any) -> float:
