@@ -33,6 +33,9 @@ def test_quick_bench_writes_json_and_png(tmp_path: Path) -> None:
     assert results["memory"]["start"]
     if "edge" in results["services"]:
         assert "webhook" in results["ingest"]
+        # Both webhook latency clients answered every call (the keep-alive one reads the edge's answers itself).
+        for name in ("webhook_latency", "webhook_latency_httpx"):
+            assert results[name]["count"] > 0 and results[name]["errors"] == 0, results[name]
         assert results["live"]["sse"]["ack_to_client"]["count"] > 0
     if "query" in results["services"]:
         assert results["query"]["latency"]["grpc ohlc1m 1m"]["rows"] == 500

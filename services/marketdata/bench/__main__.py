@@ -151,6 +151,13 @@ async def measure(args: argparse.Namespace, stack: Any, results: dict[str, Any])
                 results["webhook_latency"] = await m.webhook_latency(
                     f"http://{edge.address}", [b.webhook_json() for b in paced], WEBHOOK_RATE, WEBHOOK_LATENCY_BATCH)
                 await aggregator.wait_idle()
+                paced = make_batches("H", symbols, WEBHOOK_RATE * args.webhook_latency_seconds,
+                                     WEBHOOK_LATENCY_BATCH, seed=6)
+                log("REST webhook latency through httpx, the same paced load")
+                results["webhook_latency_httpx"] = await m.webhook_latency(
+                    f"http://{edge.address}", [b.webhook_json() for b in paced], WEBHOOK_RATE, WEBHOOK_LATENCY_BATCH,
+                    client="httpx")
+                await aggregator.wait_idle()
                 paced = make_batches("G", symbols, WEBHOOK_RATE * args.webhook_latency_seconds,
                                      WEBHOOK_LATENCY_BATCH, seed=5)
                 log("PublishTicks latency, the same paced load")
