@@ -403,14 +403,6 @@ def check_api_key_characters(api_key: str) -> None:
                           grpc_code=grpc.StatusCode.UNAUTHENTICATED)
 
 
-def scope_header(scope: Mapping[str, Any], name: bytes) -> str:
-    """The first value of a header of an ASGI request (`name` in lower case); "" when absent."""
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
 def to_json_bytes(message: Any) -> bytes:
     return json.dumps(json_format.MessageToDict(message, always_print_fields_with_no_presence=True),
                       separators=(",", ":")).encode()

@@ -37,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Gauge, Histogram
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import AppStatus
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -267,7 +268,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = gateway.scope_header(scope, b"x-request-id")[:128]
+        request_id = Headers(scope=scope).get("x-request-id", "")[:128]
         if not request_id or not gateway.is_metadata_value(request_id):
             request_id = uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)

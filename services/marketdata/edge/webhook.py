@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 import orjson
 from connexion.json_schema import Draft4RequestValidator
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from marketdata.edge.gateway import (
@@ -46,7 +47,6 @@ from marketdata.edge.gateway import (
     check_api_key_characters,
     problem_response,
     rpc_error_response,
-    scope_header,
 )
 from marketdata.v1 import ingest_pb2, market_pb2
 
@@ -231,9 +231,9 @@ class KeyVerdicts:
         self._verdicts.pop(key, None)
 
 
-def _utf8(scope: Mapping[str, Any]) -> bool:
+def _utf8(content_type: str) -> bool:
     """JSON in UTF-8 (no charset, or charset=utf-8): the only encoding orjson reads."""
-    parameters = scope_header(scope, b"content-type").lower().replace(" ", "").split(";")[1:]
+    parameters = content_type.lower().replace(" ", "").split(";")[1:]
     return all(p in ("charset=utf-8", "charset=\"utf-8\"") for p in parameters if p.startswith("charset="))
 
 
@@ -306,13 +306,14 @@ class TickWebhook:
         return [("x-api-key", key), ("x-request-id", request_id)] if request_id else [("x-api-key", key)]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        key = scope_header(scope, b"x-api-key")
+        headers = Headers(scope=scope)
+        key = headers.get("x-api-key", "")
         if not key or scope.get("query_string"):
             # connexion answers: 401 without reading the body, or 400 naming the unknown query parameters
             await self.generic(scope, receive, send)
             return
         try:
-            response = await self._answer(scope, receive, send, key)
+            response = await self._answer(scope, headers, receive, send, key)
         except ClientGone:
             return
         except EdgeProblem as exc:
@@ -329,23 +330,25 @@ class TickWebhook:
                                      "gzip decoding, per line for NDJSON): send smaller batches",
                                 violations=[("body", f"at most {limit} bytes")], headers={"connection": "close"})
 
-    async def _answer(self, scope: dict[str, Any], receive: Any, send: Any, key: str) -> Response | None:
+    async def _answer(self, scope: dict[str, Any], headers: Headers, receive: Any, send: Any,
+                      key: str) -> Response | None:
         check_api_key_characters(key)
         refusal = await self.keys.refusal(key)
         if refusal is not None:
             return rpc_error_response(refusal)
-        encoding = scope_header(scope, b"content-encoding").strip().lower()
+        encoding = headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity", "gzip"):
             raise EdgeProblem(415, f"Content-Encoding {encoding!r} is not supported: send gzip or identity")
-        declared = scope_header(scope, b"content-length")
+        declared = headers.get("content-length", "")
         if encoding != "gzip" and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise BodyTooLarge
-        media_type = scope_header(scope, b"content-type").split(";", 1)[0].strip().lower()
+        content_type = headers.get("content-type", "")
+        media_type = content_type.split(";", 1)[0].strip().lower()
         reader = BodyReader(receive, encoding, self.max_body_bytes)
         if media_type == NDJSON:
             return await self._stream_ticks(reader, key)
         body = await reader.read_all()
-        if media_type == "application/json" and _utf8(scope):
+        if media_type == "application/json" and _utf8(content_type):
             response = await self._publish_ticks(body, key)
             if response is not None:
                 return response
