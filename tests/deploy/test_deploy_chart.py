@@ -107,9 +107,10 @@ def test_the_chart_has_no_default_api_key(helm):
     result = run_helm(helm, "template", "md", str(CHART), check=False)
     assert result.returncode != 0
     assert "auth.apiKeys is empty and auth.existingSecret is not set" in result.stderr, result.stderr
-    for value in ("--set", "auth.apiKeys= "), ("--set", "auth.existingSecret=keys"), ("--set", "auth.apiKeys=k1"):
-        rendered = run_helm(helm, "template", "md", str(CHART), *value, check=False)
-        assert (rendered.returncode == 0) == (value[1] != "auth.apiKeys= "), rendered.stderr
+    renders = {"auth.apiKeys= ": False, "auth.existingSecret=keys": True, "auth.apiKeys=k1": True}
+    for value, expected in renders.items():
+        rendered = run_helm(helm, "template", "md", str(CHART), "--set", value, check=False)
+        assert (rendered.returncode == 0) is expected, (value, rendered.stderr)
 
 
 def test_disabling_postgresql_without_external_database_fails_clearly(helm):
