@@ -7,14 +7,15 @@ costs ~70 CPU-ms per 1,000 ticks. Here, in order:
    401 without reading it; a key is verified once with ingest (an empty PublishTicks: the key interceptor
    answers before validation) and the verdict kept for a while;
 2. the body is read up to `EDGE_MAX_BODY_BYTES` (after `Content-Encoding: gzip` decoding), else 413;
-3. `application/json`: decoded by orjson and turned into the PublishTicksRequest field by field (no
-   dictionaries of the message, no schema pass); a batch over INGEST_MAX_BATCH_TICKS is answered 400 naming
-   the limit; the request goes to ingest over a small pool of channels. Ingest validates every tick.
+3. `application/json`: decoded by msgspec straight into typed structs (`TicksBody`: the document's types, no
+   dictionary per tick, no schema pass) and turned into the PublishTicksRequest field by field; a batch over
+   INGEST_MAX_BATCH_TICKS is answered 400 naming the limit; the request goes to ingest over a small pool of
+   channels. Ingest validates every value.
 4. `application/x-ndjson`: one tick per line, sent as IngestService.StreamTicks batches while the body
    streams in (cut at the end of each received chunk and at the batch limit).
 
 The contract's error bodies stay those of the generic path: anything the fast conversion does not take as
-it is (a type error, an unknown field, a non-canonical time, JSON orjson refuses, another media type), and
+it is (a type error, an unknown field, a non-canonical time, malformed JSON, another media type), and
 any batch ingest refuses as INVALID_ARGUMENT, is replayed through connexion (decoded body, same headers), which
 names every bad field exactly as before. The fast path only ever accepts what the generic path accepts.
 """
@@ -32,7 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 import grpc
-import orjson
+import msgspec
 from connexion.json_schema import Draft4RequestValidator
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -64,7 +65,6 @@ KEY_BAD_SECONDS = 5.0
 MAX_KEYS_REMEMBERED = 1024
 
 SIDES = {value.name: value.number for value in market_pb2.Side.DESCRIPTOR.values}
-TICK_FIELDS = frozenset(field.json_name for field in market_pb2.Tick.DESCRIPTOR.fields)
 # The canonical RFC 3339 form producers send (`2024-05-01T12:00:00.123Z`); any other form takes the generic
 # path. Years before 1971 too: the document's eventTime pattern has its own view of early 1970.
 _MINUTE = re.compile(r"([0-9]{4})-([0-9][0-9])-([0-9][0-9])T([0-9][0-9]):([0-9][0-9])")
@@ -101,10 +101,8 @@ def _second_start(prefix: str) -> int:
     return _minute_start(prefix[:16]) + int(second)
 
 
-def event_time_of(text: Any) -> tuple[int, int]:
+def event_time_of(text: str) -> tuple[int, int]:
     """(seconds, nanos) of a canonical RFC 3339 UTC time."""
-    if type(text) is not str:
-        raise NotFast
     start = _second_start(text[:19])
     if len(text) == 20 and text[19] == "Z":
         return start, 0
@@ -116,40 +114,41 @@ def event_time_of(text: Any) -> tuple[int, int]:
     return start, int(fraction) * unit
 
 
-def _number(value: Any) -> float:
-    kind = type(value)
-    if kind is float:
-        return value  # type: ignore[no-any-return]
-    if kind is int:  # not bool: type() is exact
-        return float(value)
-    raise NotFast
+class TickInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """The document's TickInput as types only (an int is a number, null is nothing, unknown fields are
+    refused, absent ones take the proto's defaults); the values are ingest's to judge."""
+
+    symbol: str
+    price: float
+    event_time: str
+    size: float = 0.0
+    side: str = "SIDE_UNSPECIFIED"
+    trade_id: str = ""
+    source: str = ""
 
 
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise NotFast
-    return value  # type: ignore[no-any-return]
+class TicksBody(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[TickInput]
 
 
-def add_ticks(items: Any, ticks: list[Any]) -> None:
-    """Appends the JSON ticks to a repeated Tick field, field by field; NotFast for anything the document's
-    TickInput schema would not take as it is (the values themselves are ingest's to judge)."""
+TICKS_BODY = msgspec.json.Decoder(TicksBody)
+TICK_LINE = msgspec.json.Decoder(TickInput)
+# What msgspec raises for a body it does not take: malformed JSON or other types (ValidationError is a
+# DecodeError), or bytes that are not UTF-8.
+NOT_DECODED = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def add_ticks(items: Any, ticks: list[TickInput]) -> None:
+    """Appends the decoded ticks to a repeated Tick field; NotFast for a side or time the document's
+    TickInput would not take as it is (or would read another way)."""
     add = items.add
     for tick in ticks:
-        if type(tick) is not dict or not TICK_FIELDS.issuperset(tick):
-            raise NotFast
-        try:
-            seconds, nanos = event_time_of(tick["eventTime"])
-            symbol = _text(tick["symbol"])
-            price = _number(tick["price"])
-        except KeyError:
-            raise NotFast from None
-        get = tick.get  # absent fields take their defaults; null is a type error, as in the document
-        side = SIDES.get(get("side", "SIDE_UNSPECIFIED"), -1) if type(get("side", "")) is str else -1
+        side = SIDES.get(tick.side, -1)
         if side < 0:
             raise NotFast
-        event_time = add(symbol=symbol, price=price, size=_number(get("size", 0.0)), side=side,
-                         trade_id=_text(get("tradeId", "")), source=_text(get("source", ""))).event_time
+        seconds, nanos = event_time_of(tick.event_time)
+        event_time = add(symbol=tick.symbol, price=tick.price, size=tick.size, side=side, trade_id=tick.trade_id,
+                         source=tick.source).event_time
         event_time.seconds = seconds
         event_time.nanos = nanos
 
@@ -232,7 +231,7 @@ class KeyVerdicts:
 
 
 def _utf8(content_type: str) -> bool:
-    """JSON in UTF-8 (no charset, or charset=utf-8): the only encoding orjson reads."""
+    """JSON in UTF-8 (no charset, or charset=utf-8): the only encoding msgspec reads."""
     parameters = content_type.lower().replace(" ", "").split(";")[1:]
     return all(p in ("charset=utf-8", "charset=\"utf-8\"") for p in parameters if p.startswith("charset="))
 
@@ -256,7 +255,7 @@ def _replay(scope: dict[str, Any], body: bytes) -> tuple[dict[str, Any], Callabl
 
 def _json_response(message: Any) -> Response:
     fields = {field.json_name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
-    return Response(orjson.dumps(fields), media_type="application/json")
+    return Response(msgspec.json.encode(fields), media_type="application/json")
 
 
 _ITEM_INDEX = re.compile(r"^items\[(\d+)\]")
@@ -360,16 +359,17 @@ class TickWebhook:
     async def _publish_ticks(self, body: bytes, key: str) -> Response | None:
         """The answer of the fast path, None when the generic path must answer."""
         try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            ticks = TICKS_BODY.decode(body).items
+        except NOT_DECODED:
+            # The generic path names the bad fields, but a batch over the limit is refused for its size first.
+            try:
+                document = msgspec.json.decode(body)
+            except NOT_DECODED:
+                return None
+            if type(document) is dict and type(document.get("items")) is list:
+                self._check_batch_size(len(document["items"]))
             return None
-        if type(document) is not dict or len(document) != 1 or type(document.get("items")) is not list:
-            return None
-        ticks = document["items"]
-        if len(ticks) > self.max_batch_ticks:
-            description = f"{len(ticks)} ticks in one batch; at most {self.max_batch_ticks} are allowed"
-            raise EdgeProblem(400, f"invalid request body: items: {description} (INGEST_MAX_BATCH_TICKS)",
-                              violations=[("items", description)])
+        self._check_batch_size(len(ticks))
         request = ingest_pb2.PublishTicksRequest()
         try:
             add_ticks(request.items, ticks)
@@ -389,6 +389,12 @@ class TickWebhook:
         finally:
             UPSTREAM_LATENCY.labels(PUBLISH_METHOD, code.name).observe(time.perf_counter() - started)
         return _json_response(reply)
+
+    def _check_batch_size(self, count: int) -> None:
+        if count > self.max_batch_ticks:
+            description = f"{count} ticks in one batch; at most {self.max_batch_ticks} are allowed"
+            raise EdgeProblem(400, f"invalid request body: items: {description} (INGEST_MAX_BATCH_TICKS)",
+                              violations=[("items", description)])
 
     async def _stream_ticks(self, reader: BodyReader, key: str) -> Response:
         """An NDJSON body (one tick per line) as one StreamTicks call; batches are cut where the body's
@@ -454,15 +460,13 @@ class TickWebhook:
         items[position], its place in the stream)."""
         name = f"items[{position}]"
         try:
-            tick = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            add_ticks(items, [TICK_LINE.decode(line)])
+            return None
+        except (msgspec.ValidationError, NotFast):
+            tick = msgspec.json.decode(line)  # valid JSON: the validator names what is wrong with it
+        except NOT_DECODED as exc:
             description = f"line is not valid JSON: {exc}"
             return EdgeProblem(400, f"invalid request body: {name}: {description}", violations=[(name, description)])
-        try:
-            add_ticks(items, [tick])
-            return None
-        except NotFast:
-            pass
         return body_problem(self.tick_validator, tick, name) or EdgeProblem(
             400, f"invalid request body: {name}: send eventTime as YYYY-MM-DDThh:mm:ss[.fraction]Z in a stream",
             violations=[(name, "send eventTime as YYYY-MM-DDThh:mm:ss[.fraction]Z in a stream")])
@@ -472,7 +476,7 @@ class TickWebhook:
         """Ingest names items[i] of the batch it refused; the client knows the stream's positions."""
         if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
             return response
-        body = orjson.loads(response.body)
+        body = msgspec.json.decode(response.body)
         batch = re.match(r"batch (\d+) rejected", body.get("detail", ""))
         offset = offsets[int(batch.group(1))] if batch and int(batch.group(1)) < len(offsets) else 0
         violations = [(shift_items(v["field"], offset), v["description"]) for v in body.get("violations", ())]
