@@ -114,12 +114,15 @@ async def test_invalid_watch_arguments(query_stub, symbols, fields) -> None:
 
 
 async def waiting_queries(db, application_name: str, reading: str) -> list[str]:
-    """Queries of the query service that read `reading` and are blocked on a lock in this database right now
-    (whatever `state` says: a prepared statement's Bind waits for its locks while the backend still reports
-    "idle"). Filtered by table, so that only the request's own statement counts."""
+    """Queries of the query service blocked right now on a lock of the table `reading`, found by the lock they
+    wait for (a prepared statement's Bind waits for its locks while pg_stat_activity still reports "idle" and
+    the text of its previous statement). `db` may be inside a transaction, where pg_stat_activity would show
+    the sessions as they were at its first read (a connection opened since would be missing): cleared first."""
+    await db.execute("SELECT pg_stat_clear_snapshot()")
     return [row["query"] for row in await db.fetch(
-        "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 "
-        "AND wait_event_type = 'Lock' AND strpos(query, $2) > 0", application_name, reading)]
+        "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND l.relation = $2::regclass AND a.application_name = $1",
+        application_name, reading)]
 
 
 async def test_deadline_cancels_the_query_in_postgresql(query_stub, query_service, known, database_url) -> None:
