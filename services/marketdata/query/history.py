@@ -19,10 +19,11 @@ Candles and SMA10
   sums of volume, trades, turnover and taker-buy volumes, vwap = sum(turnover) / sum(volume) (the close when
   the volume is 0, as ohlc_1m does). Buckets are aligned in the requested time zone (intervals.py). A derived
   candle belongs to the range when its start is in [from, to) and always aggregates its whole interval, so a
-  candle is the same whatever range it is asked with. 3m/5m candles aggregate the newest (limit + 9) * n
-  minute rows (one backward index scan with LIMIT); longer ones come from a recursive query that walks the
-  primary key backwards one bucket at a time (one index probe per bucket, however sparse the data) to find
-  the oldest bucket needed (the page plus 9 before it), then aggregates only the minutes from there.
+  candle is the same whatever range it is asked with. Buckets of a few tier rows (3m, 4h, 1w in UTC, ...)
+  aggregate the newest (limit + 9) * n rows (one backward index scan with LIMIT); the others come from a
+  recursive query that walks the primary key backwards one bucket at a time (one index probe per bucket,
+  however sparse the data) to find the page's buckets and the 9 before them, then aggregates each bucket from
+  its own index range.
 * SMA10 = avg(close) over the candle and the 9 candles before it at the same interval, NULL unless all 10
   exist. Intervals without trades have no candle, so SMA10 counts candles, not clock intervals.
 
@@ -440,8 +441,9 @@ RECENT_BINS_KINDS = ("fixed", "fixed_week", "subday")
 
 # Over longer intervals: `walk` visits the non-empty buckets newest first with one index probe each:
 # extra = 0 while a bucket belongs to the page (start >= $3 and among the newest $5), then it counts the
-# lead-in buckets and stops at 9. Then only the minutes from the oldest bucket needed are aggregated.
-# Rows come newest first.
+# lead-in buckets and stops at 9. Each bucket found is then aggregated from its own index range of the tier,
+# so the bucket expression (time zone arithmetic) runs once per bucket, not once per tier row, and nothing is
+# sorted but the page. Rows come newest first.
 _WALK = """
 WITH RECURSIVE walk(bin, n, extra) AS (
     SELECT f.bin, 1, CASE WHEN f.bin >= $3 THEN 0 ELSE 1 END
@@ -461,13 +463,13 @@ WITH RECURSIVE walk(bin, n, extra) AS (
         ORDER BY o.bucket DESC
         LIMIT 1) p
     WHERE w.extra < 9 AND w.n > w.extra
-), bounds AS (
-    SELECT min(bin) AS first_bin, min(bin) FILTER (WHERE extra = 0) AS first_page_bin FROM walk
 ), candles AS (
-    SELECT {start} AS bucket, {aggregates}
-    FROM {tier}
-    WHERE symbol = $1 AND bucket >= (SELECT first_bin FROM bounds) AND bucket < ({hi})
-    GROUP BY 1
+    SELECT w.bin AS bucket, w.extra, a.*
+    FROM walk w
+    CROSS JOIN LATERAL (
+        SELECT {aggregates}
+        FROM {tier}
+        WHERE symbol = $1 AND bucket >= w.bin AND bucket < {end_w}) a
 ), windowed AS (
     SELECT c.*, CASE WHEN count(*) OVER w = 10 THEN avg(c.close) OVER w END AS sma10
     FROM candles c
@@ -475,7 +477,7 @@ WITH RECURSIVE walk(bin, n, extra) AS (
 )
 SELECT {columns}
 FROM windowed
-WHERE bucket >= (SELECT first_page_bin FROM bounds)
+WHERE extra = 0
 ORDER BY bucket DESC
 """
 
@@ -501,7 +503,8 @@ SELECT bin_end FROM walk WHERE n = $5::int LIMIT 1
 
 def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
     return template.format(
-        tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind), hi=_hi(kind),
+        tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind),
+        end_w=_end("w.bin", kind), hi=_hi(kind),
         aggregates=_AGGREGATES, columns=_candle_columns(f"extract(epoch FROM {_end('bucket', kind)})::int8", _VWAP))
 
 
