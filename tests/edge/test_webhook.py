@@ -116,6 +116,29 @@ def test_ndjson_bad_line_is_named_at_its_stream_position(edge_stack: EdgeStack, 
     assert [v["field"] for v in body["violations"]] == ["items[25].price"], body
 
 
+@pytest.mark.parametrize("line", [
+    b'{"symbol": "BTCUSDT", "price": 1e400, "eventTime": "2024-01-01T00:00:00Z"}',  # beyond a double
+    b'{"symbol": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than Python's stack
+    b'{"symbol": "BTCUSDT", "colour": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+], ids=["huge-number", "deep-nesting", "deep-unknown-field"])
+def test_ndjson_hostile_line_is_a_400_naming_it(edge_stack: EdgeStack, symbol: str, line: bytes) -> None:
+    lines = ndjson(ticks_for(symbol, 5)).split(b"\n")
+    lines[3] = line
+    response = httpx.post(f"{edge_stack.base_url}{TICKS}", content=b"\n".join(lines), timeout=30, headers={
+        "x-api-key": edge_stack.api_key, "content-type": "application/x-ndjson"})
+    body = problem(response, 400, "INVALID_ARGUMENT")
+    assert body["violations"] and all(v["field"].startswith("items[3]") for v in body["violations"]), body
+    assert "the 3 ticks before it were accepted" in body["detail"]
+
+
+@pytest.mark.parametrize("path", [TICKS, "/api/v1/webhooks/symbols"])
+def test_deeply_nested_json_body_is_a_400(edge_stack: EdgeStack, path: str) -> None:
+    nested = b'{"items": [{"symbol": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    response = httpx.post(f"{edge_stack.base_url}{path}", content=nested, timeout=30, headers={
+        "x-api-key": edge_stack.api_key, "content-type": "application/json"})
+    assert "nested too deeply" in problem(response, 400, "INVALID_ARGUMENT")["detail"]
+
+
 def test_a_batch_over_the_limit_is_400_naming_it(edge_stack: EdgeStack, symbol: str, start_edge) -> None:  # type: ignore[no-untyped-def]
     body = problem(httpx.post(f"{edge_stack.base_url}{TICKS}", json={"items": ticks_for(symbol, 10_001)},
                               headers={"x-api-key": edge_stack.api_key}, timeout=30), 400, "INVALID_ARGUMENT")

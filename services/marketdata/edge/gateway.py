@@ -218,6 +218,8 @@ class EdgeBodyValidator(JSONRequestBodyValidator):
             return await super()._parse(stream, scope)
         except ProblemException as exc:
             raise EdgeProblem(400, f"request body is not valid JSON: {exc.detail}") from None
+        except RecursionError:  # json.loads on arrays or objects nested thousands deep
+            raise EdgeProblem(400, "request body is not valid JSON: nested too deeply") from None
         except UnicodeDecodeError as exc:
             raise EdgeProblem(400, f"request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}") \
                 from None

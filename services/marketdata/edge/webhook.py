@@ -134,8 +134,8 @@ class TicksBody(msgspec.Struct, forbid_unknown_fields=True):
 TICKS_BODY = msgspec.json.Decoder(TicksBody)
 TICK_LINE = msgspec.json.Decoder(TickInput)
 # What msgspec raises for a body it does not take: malformed JSON or other types (ValidationError is a
-# DecodeError), or bytes that are not UTF-8.
-NOT_DECODED = (msgspec.DecodeError, UnicodeDecodeError)
+# DecodeError), bytes that are not UTF-8, or (decoding without a type) nesting deeper than Python's stack.
+NOT_DECODED = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def add_ticks(items: Any, ticks: list[TickInput]) -> None:
@@ -460,10 +460,11 @@ class TickWebhook:
         items[position], its place in the stream)."""
         name = f"items[{position}]"
         try:
-            add_ticks(items, [TICK_LINE.decode(line)])
-            return None
-        except (msgspec.ValidationError, NotFast):
-            tick = msgspec.json.decode(line)  # valid JSON: the validator names what is wrong with it
+            try:
+                add_ticks(items, [TICK_LINE.decode(line)])
+                return None
+            except (msgspec.ValidationError, NotFast):
+                tick = msgspec.json.decode(line)  # for the validator, which names what is wrong with it
         except NOT_DECODED as exc:
             description = f"line is not valid JSON: {exc}"
             return EdgeProblem(400, f"invalid request body: {name}: {description}", violations=[(name, description)])
