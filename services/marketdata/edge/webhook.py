@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import time
 import zlib
@@ -115,8 +116,8 @@ def event_time_of(text: str) -> tuple[int, int]:
 
 
 class TickInput(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    """The document's TickInput as types only (an int is a number, null is nothing, unknown fields are
-    refused, absent ones take the proto's defaults); the values are ingest's to judge."""
+    """The document's TickInput as types only (an int is a number, null is no field's value, unknown fields
+    are refused, absent ones take the proto's defaults); the values are ingest's to judge."""
 
     symbol: str
     price: float
@@ -464,8 +465,10 @@ class TickWebhook:
                 add_ticks(items, [TICK_LINE.decode(line)])
                 return None
             except (msgspec.ValidationError, NotFast):
-                tick = msgspec.json.decode(line)  # for the validator, which names what is wrong with it
-        except NOT_DECODED as exc:
+                # Read as the generic path reads JSON (a number beyond a double is inf), for the validator,
+                # which names what is wrong with it.
+                tick = json.loads(line)
+        except (*NOT_DECODED, ValueError) as exc:
             description = f"line is not valid JSON: {exc}"
             return EdgeProblem(400, f"invalid request body: {name}: {description}", violations=[(name, description)])
         return body_problem(self.tick_validator, tick, name) or EdgeProblem(
