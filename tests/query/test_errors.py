@@ -121,7 +121,8 @@ async def waiting_queries(db, application_name: str, reading: str) -> list[str]:
     await db.execute("SELECT pg_stat_clear_snapshot()")
     return [row["query"] for row in await db.fetch(
         "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE NOT l.granted AND l.relation = $2::regclass AND a.application_name = $1",
+        "WHERE NOT l.granted AND l.relation = $2::regclass AND a.application_name = $1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         application_name, reading)]
 
 
