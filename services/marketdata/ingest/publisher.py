@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import json
 from dataclasses import dataclass
 
+from nats.aio.client import NO_RESPONDERS_STATUS
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError, TimeoutError
-from nats.js.api import PubAck
-from nats.js.client import JetStreamContext
-from nats.js.errors import APIError, NoStreamResponseError, TooManyStalledMsgsError
+from nats.js.api import Header, PubAck
+from nats.js.errors import APIError, NoStreamResponseError
 
 from marketdata.common.config import Settings
 from marketdata.common.nats import ensure_streams
@@ -39,11 +42,58 @@ def message_id(subject: str, payload: bytes) -> str:
     return hashlib.blake2b(subject.encode() + b"\0" + payload, digest_size=16).hexdigest()
 
 
+class AckInbox:
+    """The acknowledgements of JetStream publishes, on one reply subscription per connection: a batch's messages
+    are written at once and their acks awaited together, with no task and no wait_for per message. This is what
+    nats-py's `publish_async` does, except that an error ack fails its future here; nats-py 2.16 leaves that
+    future pending (nats-io/nats.py#985), which would turn a JetStream 503 into a wait for the deadline."""
+
+    def __init__(self, client: NATS) -> None:
+        self.client = client
+        self.prefix = client.new_inbox()
+        self.waiting: dict[str, asyncio.Future[PubAck]] = {}
+        self.tokens = itertools.count()
+
+    async def subscribe(self) -> None:
+        await self.client.subscribe(f"{self.prefix}.*", cb=self._answer)
+
+    async def _answer(self, msg: Msg) -> None:
+        future = self.waiting.pop(msg.subject[len(self.prefix) + 1:], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
+            future.set_exception(NoStreamResponseError())
+            return
+        answer = json.loads(msg.data)
+        if "error" in answer:
+            future.set_exception(APIError(**answer["error"]))
+        else:
+            future.set_result(PubAck.from_response(answer))
+
+    async def publish(self, subject: str, payload: bytes,
+                      headers: dict[str, str]) -> tuple[str, asyncio.Future[PubAck]]:
+        token = str(next(self.tokens))
+        future = self.waiting[token] = asyncio.get_running_loop().create_future()
+        try:
+            await self.client.publish(subject, payload, reply=f"{self.prefix}.{token}", headers=headers)
+        except BaseException:
+            del self.waiting[token]
+            raise
+        return token, future
+
+    def forget(self, tokens: list[str]) -> None:
+        """Stops waiting for these acks (a publish that ended early: an error or its deadline)."""
+        for token in tokens:
+            future = self.waiting.pop(token, None)
+            if future is not None:
+                future.cancel()
+
+
 class TickPublisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # One JetStream context per connection: its async-publish reply subscription is made once.
-        self._jetstream: tuple[NATS, JetStreamContext] | None = None
+        self._acks: AckInbox | None = None
+        self._acks_lock = asyncio.Lock()
 
     def messages(self, batch: ValidatedBatch) -> list[tuple[str, bytes, int]]:
         """(subject, payload, tick count) per JetStream message, in a deterministic order."""
@@ -56,10 +106,13 @@ class TickPublisher:
                 out.append((subject, payload, len(chunk)))
         return out
 
-    def _context(self, client: NATS) -> JetStreamContext:
-        if self._jetstream is None or self._jetstream[0] is not client:
-            self._jetstream = (client, client.jetstream())
-        return self._jetstream[1]
+    async def ack_inbox(self, client: NATS) -> AckInbox:
+        async with self._acks_lock:  # subscribed before any publish names it as the reply subject
+            if self._acks is None or self._acks.client is not client:
+                acks = AckInbox(client)
+                await acks.subscribe()
+                self._acks = acks
+            return self._acks
 
     async def publish(self, client: NATS | None, batch: ValidatedBatch, timeout: float | None) -> PublishResult:
         if client is None or not client.is_connected:
@@ -73,7 +126,7 @@ class TickPublisher:
             try:
                 acks = await asyncio.wait_for(self._send(client, messages, trace_headers), wait)
             except (ConnectionClosedError, TimeoutError, asyncio.TimeoutError, NoRespondersError,
-                    NoStreamResponseError, OutboundBufferLimitError, TooManyStalledMsgsError, APIError) as exc:
+                    NoStreamResponseError, OutboundBufferLimitError, APIError) as exc:
                 raise JetStreamUnavailable(f"{type(exc).__name__}: {exc}") from exc
         result = PublishResult(duplicates=batch.duplicates)
         for (_, _, count), ack in zip(messages, acks):
@@ -85,22 +138,29 @@ class TickPublisher:
 
     async def _send(self, client: NATS, messages: list[tuple[str, bytes, int]],
                     trace_headers: dict[str, str]) -> list[PubAck]:
-        """Every message written at once and their acks awaited together (publish_async: no task or reply
-        subscription per message)."""
-        js = self._context(client)
+        inbox = await self.ack_inbox(client)
+        sent: list[str] = []
 
         async def write(subject: str, payload: bytes) -> asyncio.Future[PubAck]:
-            headers = {**trace_headers, "Nats-Msg-Id": message_id(subject, payload)}
-            return await js.publish_async(subject, payload, headers=headers)
+            token, future = await inbox.publish(subject, payload, {**trace_headers,
+                                                                   "Nats-Msg-Id": message_id(subject, payload)})
+            sent.append(token)
+            return future
 
-        pending = [await write(subject, payload) for subject, payload, _ in messages]
-        outcomes = await asyncio.gather(*pending, return_exceptions=True)
-        if any(isinstance(outcome, NoStreamResponseError) for outcome in outcomes):
-            # The stream is gone (a NATS that lost its store): recreate it and send what it missed once more.
-            await ensure_streams(client, self.settings)
-            again = [await write(subject, payload) if isinstance(outcome, NoStreamResponseError) else None
-                     for (subject, payload, _), outcome in zip(messages, outcomes)]
-            outcomes = [await retry if retry is not None else outcome for retry, outcome in zip(again, outcomes)]
+        try:
+            pending = [await write(subject, payload) for subject, payload, _ in messages]
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            if any(isinstance(outcome, NoStreamResponseError) for outcome in outcomes):
+                # The stream is gone (a NATS that lost its store): recreate it and send what it missed once more.
+                await ensure_streams(client, self.settings)
+                resent = {index: await write(subject, payload)
+                          for index, ((subject, payload, _), outcome) in enumerate(zip(messages, outcomes))
+                          if isinstance(outcome, NoStreamResponseError)}
+                again = await asyncio.gather(*resent.values(), return_exceptions=True)
+                for index, outcome in zip(resent, again):
+                    outcomes[index] = outcome
+        finally:
+            inbox.forget(sent)  # the acks still awaited when a write or the deadline ended this early
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
