@@ -49,6 +49,7 @@ from marketdata.edge.gateway import (
     check_api_key_characters,
     problem_response,
     rpc_error_response,
+    to_json_bytes,
 )
 from marketdata.v1 import ingest_pb2, market_pb2
 
@@ -255,8 +256,7 @@ def _replay(scope: dict[str, Any], body: bytes) -> tuple[dict[str, Any], Callabl
 
 
 def _json_response(message: Any) -> Response:
-    fields = {field.json_name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
-    return Response(msgspec.json.encode(fields), media_type="application/json")
+    return Response(to_json_bytes(message), media_type="application/json")
 
 
 _ITEM_INDEX = re.compile(r"^items\[(\d+)\]")
