@@ -2,7 +2,8 @@
 
 Every operation of the OpenAPI document that carries `x-grpc-method` is served by one generic handler:
 path, query and body → request message (json_format.ParseDict) → unary call on a grpc.aio channel
-(method looked up in the descriptor pool) → response message → JSON (MessageToDict with every field).
+(method looked up in the descriptor pool) → response message → JSON (proto3 JSON with every field,
+message_to_dict).
 gRPC errors become `application/problem+json` through one status table.
 """
 
@@ -422,6 +423,7 @@ _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
 def message_to_dict(message: Any) -> Any:
+    """What json_format.MessageToDict(message, always_print_fields_with_no_presence=True) returns."""
     descriptor = message.DESCRIPTOR
     convert = _TO_DICT.get(descriptor.full_name)
     if convert is None:
