@@ -1,4 +1,4 @@
-"""Migrations 0004 and 0005 convert a database holding data: every row kept, in its day's (month's) partition,
+"""Migrations 0004 to 0006 convert a database holding data: every row kept, in its day's (month's) partition,
 the stored tiers built from the minutes, and deduplication by (symbol, event_time, trade_id)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
             await conn.close()
 
         applied = await apply(url, DEFAULT_DIRECTORY)
-        assert [m.version for m in applied] == [4, 5]
+        assert [m.version for m in applied] == [4, 5, 6]
 
         conn = await asyncpg.connect(url)
         try:
@@ -67,21 +67,16 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
                 assert in_default == (1 if table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m") else 0)
             days = await conn.fetchval("SELECT count(DISTINCT tableoid) FROM ticks_history WHERE trade_id <> 'old'")
             assert days >= 10
-            # The tiers: one row per quarter hour (hour) with minutes, their sums equal the minutes'.
-            tiers = await conn.fetchrow("""
-                SELECT (SELECT count(*) FROM ohlc_1h) AS hours,
-                       (SELECT count(DISTINCT date_bin('1 hour', bucket, timestamptz 'epoch')) FROM ohlc_1m) AS want_hours,
-                       (SELECT count(*) FROM ohlc_15m) AS quarters,
-                       (SELECT count(DISTINCT date_bin('15 minutes', bucket, timestamptz 'epoch')) FROM ohlc_1m)
-                           AS want_quarters,
-                       (SELECT sum(volume) FROM ohlc_15m) AS quarter_volume,
-                       (SELECT sum(volume) FROM ohlc_1h) AS hour_volume, (SELECT sum(volume) FROM ohlc_1d) AS day_volume,
-                       (SELECT sum(volume) FROM ohlc_1m) AS volume,
-                       (SELECT sum(taker_buy_volume) FROM ohlc_1d) AS day_taker,
-                       (SELECT sum(taker_buy_volume) FROM ohlc_1m) AS taker""")
-            assert tiers["hours"] == tiers["want_hours"] and tiers["quarters"] == tiers["want_quarters"]
-            assert tiers["quarter_volume"] == tiers["hour_volume"] == tiers["day_volume"] == tiers["volume"]
-            assert tiers["day_taker"] == tiers["taker"]
+            # The tiers: one row per bucket with minutes, their sums equal the minutes'.
+            for tier, step in (("ohlc_5m", "5 minutes"), ("ohlc_15m", "15 minutes"), ("ohlc_1h", "1 hour"),
+                               ("ohlc_4h", "4 hours"), ("ohlc_1d", "1 day")):
+                got = await conn.fetchrow(f"SELECT count(*) AS rows, sum(volume) AS volume, "
+                                          f"sum(taker_buy_volume) AS taker FROM {tier}")
+                want = await conn.fetchrow(f"SELECT count(DISTINCT date_bin('{step}', bucket, timestamptz 'epoch')) "
+                                           "AS rows, sum(volume) AS volume, sum(taker_buy_volume) AS taker FROM ohlc_1m")
+                assert dict(got) == dict(want), tier
+            # ohlc_5m is partitioned like the minutes: only the 1999 minute's 5 minutes in DEFAULT.
+            assert await conn.fetchval("SELECT count(*) FROM ohlc_5m_default") == 1
             first = await conn.fetchrow("SELECT * FROM ohlc_1h ORDER BY bucket DESC LIMIT 1")
             minutes = await conn.fetch("SELECT * FROM ohlc_1m WHERE bucket >= $1 AND bucket < $2 ORDER BY bucket",
                                        first["bucket"], first["bucket"] + timedelta(hours=1))

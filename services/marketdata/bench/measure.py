@@ -529,7 +529,8 @@ async def settle_database(database_url: str) -> float:
     started = time.perf_counter()
     conn = await asyncpg.connect(database_url, command_timeout=600)
     try:
-        for table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m", "processed_messages"):
+        for table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m", "ohlc_5m", "ohlc_15m", "ohlc_1h",
+                      "ohlc_4h", "ohlc_1d", "processed_messages"):
             await conn.execute(f"VACUUM ANALYZE {table}")
     finally:
         await conn.close()
@@ -726,10 +727,10 @@ async def seed_query_data(database_url: str, ticks: int) -> dict[str, Any]:
             SELECT symbol, date_trunc('minute', event_time), price, price, price, 1, size, price * size,
                    price, event_time, trade_id
             FROM ticks_history WHERE symbol LIKE 'QS%'""")
-        # The stored tiers (quarter hours, hours, days), as the aggregator folds them.
+        # The stored tiers (5 and 15 minutes, hours, 4 hours, days), as the aggregator folds them.
         await conn.execute("SELECT rebuild_tiers(symbol, min(bucket), max(bucket) + interval '1 minute') "
                            "FROM ohlc_1m WHERE symbol LIKE 'QS%' GROUP BY symbol")
-        for table in ("ticks_history", "ohlc_1m", "metrics_1m", "ohlc_15m", "ohlc_1h", "ohlc_1d"):
+        for table in ("ticks_history", "ohlc_1m", "metrics_1m", "ohlc_5m", "ohlc_15m", "ohlc_1h", "ohlc_4h", "ohlc_1d"):
             await conn.execute(f"VACUUM ANALYZE {table}")
         stored = await conn.fetchval("SELECT count(*) FROM ticks_history")
     finally:
@@ -802,7 +803,7 @@ TICKER_SYMBOLS = [f"TK{i:03d}" for i in range(100)]
 async def seed_ticker_data(database_url: str, ticks_per_symbol: int) -> dict[str, Any]:
     """ticks_per_symbol ticks per symbol of TICKER_SYMBOLS, evenly over the last 25 hours (so a 24-hour window
     starts and ends inside the data), and their candle tiers (ohlc_1m with every column the rollup keeps, then
-    ohlc_15m, ohlc_1h and ohlc_1d by rebuild_tiers)."""
+    the stored tiers by rebuild_tiers)."""
     conn = await asyncpg.connect(database_url, command_timeout=1800)
     started = time.perf_counter()
     try:

@@ -1,0 +1,74 @@
+-- Stored 5-minute and 4-hour tiers (docs/architecture.md, "Storage lifecycle").
+--
+-- 5m candles grouped 5 rows of ohlc_1m each and 4h, 8h and 12h candles 4, 8 and 12 rows of ohlc_1h; with
+-- ohlc_5m and ohlc_4h a 5m or 4h candle is one stored row and an 8h or 12h candle two or three. ohlc_5m is
+-- partitioned by month and kept as long as the minutes (RETENTION_MINUTES_DAYS); ohlc_4h is kept for ever,
+-- like the quarter hours, hours and days. The aggregator folds both in the batch's transaction like the others.
+
+CREATE TABLE ohlc_5m (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket))
+    PARTITION BY RANGE (bucket);
+CREATE TABLE ohlc_5m_default PARTITION OF ohlc_5m DEFAULT;
+CREATE TABLE ohlc_4h (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
+
+-- Inserts the candles of `target` over [lo, hi) (of one symbol, or of all when p_symbol is NULL) grouped from
+-- the rows of `source`, a finer tier, into buckets of `step` from the epoch; the range must hold none yet.
+-- open/close are those of the row with the earliest open / latest close by (time, trade id), as the fold.
+-- Returns the rows written.
+CREATE FUNCTION fold_tier(target text, source text, step interval, p_symbol text, lo timestamptz,
+                          hi timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    written bigint;
+BEGIN
+    EXECUTE format($sql$
+        INSERT INTO %1$I (symbol, bucket, open, high, low, close, volume, trades, turnover, open_time,
+                          open_trade_id, close_time, close_trade_id, taker_buy_volume, taker_buy_turnover)
+        SELECT symbol, date_bin($4, bucket, timestamptz 'epoch'),
+               (array_agg(open ORDER BY open_time, open_trade_id COLLATE "C"))[1], max(high), min(low),
+               (array_agg(close ORDER BY close_time DESC, close_trade_id COLLATE "C" DESC))[1],
+               sum(volume), sum(trades), sum(turnover), min(open_time),
+               (array_agg(open_trade_id ORDER BY open_time, open_trade_id COLLATE "C"))[1], max(close_time),
+               (array_agg(close_trade_id ORDER BY close_time DESC, close_trade_id COLLATE "C" DESC))[1],
+               sum(taker_buy_volume), sum(taker_buy_turnover)
+        FROM %2$I
+        WHERE ($1 IS NULL OR symbol = $1) AND bucket >= $2 AND bucket < $3
+        GROUP BY 1, 2$sql$, target, source) USING p_symbol, lo, hi, step;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+
+-- Recomputes the tiers over [lo, hi) (rounded out to whole UTC days), each from the one below it: ohlc_5m from
+-- ohlc_1m, ohlc_15m from ohlc_5m, ohlc_1h from ohlc_15m, ohlc_4h from ohlc_1h, ohlc_1d from ohlc_4h. Returns
+-- the hours written.
+CREATE OR REPLACE FUNCTION rebuild_tiers(p_symbol text, lo timestamptz, hi timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    day_lo timestamptz := date_bin('1 day', lo, timestamptz 'epoch');
+    day_hi timestamptz := date_bin('1 day', hi - interval '1 microsecond', timestamptz 'epoch') + interval '1 day';
+    tiers constant text[][] := ARRAY[['ohlc_5m', 'ohlc_1m', '5 minutes'], ['ohlc_15m', 'ohlc_5m', '15 minutes'],
+                                     ['ohlc_1h', 'ohlc_15m', '1 hour'], ['ohlc_4h', 'ohlc_1h', '4 hours'],
+                                     ['ohlc_1d', 'ohlc_4h', '1 day']];
+    hours bigint;
+    written bigint;
+BEGIN
+    FOR i IN 1 .. array_length(tiers, 1) LOOP
+        EXECUTE format('DELETE FROM %I WHERE ($1 IS NULL OR symbol = $1) AND bucket >= $2 AND bucket < $3',
+                       tiers[i][1]) USING p_symbol, day_lo, day_hi;
+        written := fold_tier(tiers[i][1], tiers[i][2], tiers[i][3]::interval, p_symbol, day_lo, day_hi);
+        IF tiers[i][1] = 'ohlc_1h' THEN
+            hours := written;
+        END IF;
+    END LOOP;
+    RETURN hours;
+END
+$$;
+
+-- The new tiers of what is stored: ohlc_5m in a partition per month that ohlc_1m has rows of (from 2000 on; older
+-- ones stay in DEFAULT) and for the next days, from the minutes; ohlc_4h from the hours, which outlive the minutes.
+SELECT ensure_partition('ohlc_5m', month AT TIME ZONE 'UTC', (month + interval '1 month') AT TIME ZONE 'UTC')
+FROM (SELECT DISTINCT date_trunc('month', bucket AT TIME ZONE 'UTC') AS month
+      FROM ohlc_1m WHERE bucket >= timestamptz '2000-01-01 00:00:00+00') months;
+SELECT ensure_partitions('ohlc_5m', '1 month', now(), now() + interval '3 days');
+SELECT fold_tier('ohlc_5m', 'ohlc_1m', '5 minutes', NULL, '-infinity', 'infinity');
+SELECT fold_tier('ohlc_4h', 'ohlc_1h', '4 hours', NULL, '-infinity', 'infinity');
