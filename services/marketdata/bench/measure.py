@@ -529,8 +529,7 @@ async def settle_database(database_url: str) -> float:
     started = time.perf_counter()
     conn = await asyncpg.connect(database_url, command_timeout=600)
     try:
-        for table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m", "ohlc_5m", "ohlc_15m", "ohlc_1h",
-                      "ohlc_4h", "ohlc_1d", "processed_messages"):
+        for table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m", *rollup.TIERS, "processed_messages"):
             await conn.execute(f"VACUUM ANALYZE {table}")
     finally:
         await conn.close()
@@ -730,7 +729,7 @@ async def seed_query_data(database_url: str, ticks: int) -> dict[str, Any]:
         # The stored tiers (5 and 15 minutes, hours, 4 hours, days), as the aggregator folds them.
         await conn.execute("SELECT rebuild_tiers(symbol, min(bucket), max(bucket) + interval '1 minute') "
                            "FROM ohlc_1m WHERE symbol LIKE 'QS%' GROUP BY symbol")
-        for table in ("ticks_history", "ohlc_1m", "metrics_1m", "ohlc_5m", "ohlc_15m", "ohlc_1h", "ohlc_4h", "ohlc_1d"):
+        for table in ("ticks_history", "ohlc_1m", "metrics_1m", *rollup.TIERS):
             await conn.execute(f"VACUUM ANALYZE {table}")
         stored = await conn.fetchval("SELECT count(*) FROM ticks_history")
     finally:
