@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
+from marketdata.aggregator import rollup
 from marketdata.migrate.migrations import DEFAULT_DIRECTORY, apply
 from tests.support.infra import create_database, drop_database
 
@@ -68,14 +69,14 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
             days = await conn.fetchval("SELECT count(DISTINCT tableoid) FROM ticks_history WHERE trade_id <> 'old'")
             assert days >= 10
             # The tiers: one row per bucket with minutes, their sums equal the minutes'.
-            for tier, step in (("ohlc_5m", "5 minutes"), ("ohlc_15m", "15 minutes"), ("ohlc_1h", "1 hour"),
-                               ("ohlc_4h", "4 hours"), ("ohlc_1d", "1 day")):
+            for tier, step in rollup.TIERS.items():
                 got = await conn.fetchrow(f"SELECT count(*) AS rows, sum(volume) AS volume, "
                                           f"sum(taker_buy_volume) AS taker FROM {tier}")
                 want = await conn.fetchrow(f"SELECT count(DISTINCT date_bin('{step}', bucket, timestamptz 'epoch')) "
                                            "AS rows, sum(volume) AS volume, sum(taker_buy_volume) AS taker FROM ohlc_1m")
                 assert dict(got) == dict(want), tier
-            # ohlc_5m is partitioned like the minutes: only the 1999 minute's 5 minutes in DEFAULT.
+            # ohlc_3m and ohlc_5m are partitioned like the minutes: only the 1999 minute's bucket in DEFAULT.
+            assert await conn.fetchval("SELECT count(*) FROM ohlc_3m_default") == 1
             assert await conn.fetchval("SELECT count(*) FROM ohlc_5m_default") == 1
             first = await conn.fetchrow("SELECT * FROM ohlc_1h ORDER BY bucket DESC LIMIT 1")
             minutes = await conn.fetch("SELECT * FROM ohlc_1m WHERE bucket >= $1 AND bucket < $2 ORDER BY bucket",

@@ -1,5 +1,5 @@
 """Retention drops exactly the expired partitions (whole ones), lists them first with --dry-run, keeps the
-tiers above 5 minutes, and refuses settings that would drop minutes their ticks could still rebuild."""
+tiers from 15 minutes up, and refuses settings that would drop minutes their ticks could still rebuild."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
+from marketdata.aggregator import rollup
 from marketdata.common.config import SettingsError, load_settings
 from marketdata.retention import lifecycle
 
@@ -34,7 +35,7 @@ async def seed(database_url: str, now: datetime) -> None:
         await conn.execute("INSERT INTO symbols (symbol, base, quote) VALUES ('RETX', 'RET', 'X')")
         for table, step, back in (("ticks_history", "1 day", timedelta(days=40)), ("ticks_raw", "1 day", timedelta(days=5)),
                                   ("ohlc_1m", "1 month", timedelta(days=610)), ("metrics_1m", "1 month", timedelta(days=610)),
-                                  ("ohlc_5m", "1 month", timedelta(days=610))):
+                                  ("ohlc_3m", "1 month", timedelta(days=610)), ("ohlc_5m", "1 month", timedelta(days=610))):
             await conn.execute("SELECT ensure_partitions($1, $2::text::interval, $3, $4)", table, step, now - back, now)
         days = [now - timedelta(days=n) for n in range(41)] + [datetime(1999, 1, 1, tzinfo=timezone.utc)]
         await conn.executemany("INSERT INTO ticks_history (symbol, trade_id, event_time, price, size) "
@@ -43,7 +44,7 @@ async def seed(database_url: str, now: datetime) -> None:
                                "side, source, received_at) VALUES ('S', 1, 'RETX', $1, $2, 1, 1, 0, '', $2)",
                                [(f"r{n}", now - timedelta(days=n)) for n in range(6)])
         months = [now - timedelta(days=30 * n) for n in range(21)]
-        for table in ("ohlc_1m", "ohlc_5m", "ohlc_15m", "ohlc_1h", "ohlc_4h", "ohlc_1d"):
+        for table in ("ohlc_1m", *rollup.TIERS):
             await conn.executemany(
                 f"INSERT INTO {table} (symbol, bucket, open, high, low, close, volume, trades, turnover, open_time, "
                 "open_trade_id, close_time, close_trade_id) VALUES ('RETX', date_trunc('hour', $1::timestamptz), "
@@ -57,8 +58,7 @@ async def state(database_url: str) -> dict[str, object]:
     try:
         names = {table: {p.name for p in await lifecycle.partitions(conn, table)} for table in lifecycle.PARTITIONED}
         counts = {table: await conn.fetchval(f"SELECT count(*) FROM {table}")
-                  for table in ("ticks_history", "ticks_raw", "ohlc_1m", "ohlc_5m", "ohlc_15m", "ohlc_1h", "ohlc_4h",
-                                "ohlc_1d", "ticks_history_default")}
+                  for table in ("ticks_history", "ticks_raw", "ohlc_1m", *rollup.TIERS, "ticks_history_default")}
         return {"partitions": names, "rows": counts}
     finally:
         await conn.close()
@@ -88,7 +88,7 @@ def test_dry_run_lists_and_retention_drops_exactly_the_expired_partitions(own_da
     asyncio.run(seed(own_database, now))
     before = asyncio.run(state(own_database))
     expired = expected_expired(before["partitions"], now)
-    assert len(expired) >= 8 + 2 + 3 * 6, sorted(expired)  # ticks 40 → 30 days, audit 5 → 2, minutes 20 → 13 months
+    assert len(expired) >= 8 + 2 + 4 * 6, sorted(expired)  # ticks 40 → 30 days, audit 5 → 2, minutes 20 → 13 months
 
     listing = retention_cli(own_database, "--dry-run").stdout
     listed = {line.split()[2] for line in listing.splitlines() if line.startswith("would drop ") and "_p" in line}
@@ -104,8 +104,9 @@ def test_dry_run_lists_and_retention_drops_exactly_the_expired_partitions(own_da
     # A row per dropped day or month is gone with its partition; the tiers and DEFAULT keep theirs.
     assert rows["ticks_history"] == before["rows"]["ticks_history"] - sum(n.startswith("ticks_history") for n in expired)
     assert rows["ticks_history_default"] == before["rows"]["ticks_history_default"] == 1
-    assert all(rows[tier] == before["rows"][tier] for tier in ("ohlc_15m", "ohlc_1h", "ohlc_4h", "ohlc_1d"))
-    assert 0 < rows["ohlc_1m"] < before["rows"]["ohlc_1m"] and 0 < rows["ohlc_5m"] < before["rows"]["ohlc_5m"]
+    kept_for_ever = [tier for tier in rollup.TIERS if tier not in lifecycle.PARTITIONED]
+    assert all(rows[tier] == before["rows"][tier] for tier in kept_for_ever) and len(kept_for_ever) == 6
+    assert all(0 < rows[table] < before["rows"][table] for table in ("ohlc_1m", "ohlc_3m", "ohlc_5m"))
 
     again = retention_cli(own_database, "--dry-run").stdout
     assert "would drop 0 partition(s)" in again

@@ -1,4 +1,4 @@
-"""The stored tiers ohlc_5m to ohlc_1d equal an independent computation whatever the order, duplication and
+"""The stored tiers ohlc_3m to ohlc_1d equal an independent computation whatever the order, duplication and
 redelivery of the ticks; Rebuild restores every tier of a range."""
 
 from __future__ import annotations
@@ -119,22 +119,26 @@ def test_history_reads_the_coarsest_tier_whose_buckets_fit_the_zone() -> None:
 
     chosen = {(interval, zone): candle_tier(parse_interval(interval), parse_time_zone(zone))
               for interval, zone in (("1d", "UTC"), ("1w", "UTC"), ("1M", "UTC"), ("1h", "UTC"), ("12h", "UTC"),
-                                     ("4h", "UTC"), ("6h", "UTC"), ("15m", "UTC"), ("30m", "Europe/Berlin"),
-                                     ("5m", "UTC"), ("10m", "Asia/Kolkata"), ("3m", "UTC"),
+                                     ("4h", "UTC"), ("6h", "UTC"), ("2h", "UTC"), ("15m", "UTC"), ("30m", "UTC"),
+                                     ("30m", "Europe/Berlin"), ("5m", "UTC"), ("10m", "Asia/Kolkata"), ("3m", "UTC"),
+                                     ("6m", "Asia/Kathmandu"), ("32m", "UTC"), ("45m", "Asia/Kathmandu"),
                                      ("120m", "UTC"), ("4h", "Europe/Berlin"), ("4h", "Asia/Dubai"),
                                      ("1d", "Europe/Berlin"), ("1d", "+08:00"), ("1d", "Asia/Kolkata"),
                                      ("1h", "+05:30"), ("1w", "America/St_Johns"), ("1d", "America/Caracas"),
                                      ("1h", "+05:37"), ("1d", "Africa/Monrovia"))}
     assert chosen == {
         ("1d", "UTC"): "ohlc_1d", ("1w", "UTC"): "ohlc_1d", ("1M", "UTC"): "ohlc_1d", ("1h", "UTC"): "ohlc_1h",
-        ("12h", "UTC"): "ohlc_4h", ("4h", "UTC"): "ohlc_4h", ("6h", "UTC"): "ohlc_1h", ("15m", "UTC"): "ohlc_15m",
-        ("30m", "Europe/Berlin"): "ohlc_15m", ("5m", "UTC"): "ohlc_5m", ("10m", "Asia/Kolkata"): "ohlc_5m",
-        ("3m", "UTC"): "ohlc_1m", ("120m", "UTC"): "ohlc_1h",
+        ("12h", "UTC"): "ohlc_4h", ("4h", "UTC"): "ohlc_4h", ("6h", "UTC"): "ohlc_2h", ("2h", "UTC"): "ohlc_2h",
+        ("15m", "UTC"): "ohlc_15m", ("30m", "UTC"): "ohlc_30m", ("30m", "Europe/Berlin"): "ohlc_30m",
+        ("5m", "UTC"): "ohlc_5m", ("10m", "Asia/Kolkata"): "ohlc_5m", ("3m", "UTC"): "ohlc_3m",
+        # Kathmandu (+05:45): quarter hours are its coarsest UTC-aligned tier, 3 minutes divide its offset.
+        ("6m", "Asia/Kathmandu"): "ohlc_3m", ("32m", "UTC"): "ohlc_1m", ("45m", "Asia/Kathmandu"): "ohlc_15m",
+        ("120m", "UTC"): "ohlc_2h",
         # 4-hour boundaries are UTC ones only where the offset is a multiple of 4 hours (Dubai: +04:00).
         ("4h", "Europe/Berlin"): "ohlc_1h", ("4h", "Asia/Dubai"): "ohlc_4h", ("1d", "Europe/Berlin"): "ohlc_1h",
         ("1d", "+08:00"): "ohlc_4h",
-        # Half-hour offsets, now or in the past (Caracas was -04:30 from 2007 to 2016): quarter hours.
-        ("1d", "Asia/Kolkata"): "ohlc_15m", ("1h", "+05:30"): "ohlc_15m", ("1w", "America/St_Johns"): "ohlc_15m",
-        ("1d", "America/Caracas"): "ohlc_15m",
+        # Half-hour offsets, now or in the past (Caracas was -04:30 from 2007 to 2016): half hours.
+        ("1d", "Asia/Kolkata"): "ohlc_30m", ("1h", "+05:30"): "ohlc_30m", ("1w", "America/St_Johns"): "ohlc_30m",
+        ("1d", "America/Caracas"): "ohlc_30m",
         # Offsets that are no multiple of 15 minutes (Monrovia was -00:44:30 until 1972): minutes.
         ("1h", "+05:37"): "ohlc_1m", ("1d", "Africa/Monrovia"): "ohlc_1m"}

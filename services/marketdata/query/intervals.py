@@ -111,9 +111,9 @@ def parse_time_zone(text: str) -> TimeZone | None:
     return None
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def offsets_in_steps(zone: TimeZone, step: timedelta) -> bool:
-    """Whether every local boundary of `step` (15 minutes, an hour) in the zone is a UTC one: its offset was a
+    """Whether every local boundary of `step` (a stored tier's length) in the zone is a UTC one: its offset was a
     multiple of step at every moment from 1970 to 2100 (sampled weekly; an offset lasts months or years)."""
     if isinstance(zone.tzinfo, timezone):
         return zone.tzinfo.utcoffset(None) % step == timedelta(0)

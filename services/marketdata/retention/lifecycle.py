@@ -1,6 +1,6 @@
 """Partitions ahead and retention by whole partitions (docs/architecture.md, "Storage lifecycle").
 
-ticks_raw and ticks_history are partitioned by UTC day, ohlc_1m, metrics_1m and ohlc_5m by UTC month (0004, 0006),
+ticks_raw and ticks_history are partitioned by UTC day, ohlc_1m, metrics_1m, ohlc_3m and ohlc_5m by UTC month,
 each with a DEFAULT partition for rows outside the partitions that exist. The aggregator runs `maintain`
 at start and every AGGREGATOR_MAINTENANCE_SECONDS: it creates the partitions of the next
 PARTITIONS_AHEAD_DAYS days (rows of their range already in DEFAULT move into them) and drops the
@@ -10,7 +10,7 @@ what would go.
 Retention never outruns what a higher tier is built from: ticks are folded into ohlc_1m and every stored tier
 in the transaction that stores them, so every tier of a period exists before its source can expire, and the
 settings refuse minute rollups kept for less time than ticks (Rebuild recomputes minutes from ticks, and the
-tiers from minutes). ohlc_5m is kept as long as the minutes; the quarter-hour, hour, 4-hour and day tiers for
+tiers from minutes). ohlc_3m and ohlc_5m are kept as long as the minutes; the tiers from 15 minutes up for
 ever; rows in DEFAULT partitions (far past or future ticks) are never dropped.
 """
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # Partitioned tables: partition length (as ensure_partitions takes it) and which retention setting applies.
 DAILY, MONTHLY = "1 day", "1 month"
 PARTITIONED = {"ticks_raw": DAILY, "ticks_history": DAILY, "ohlc_1m": MONTHLY, "metrics_1m": MONTHLY,
-               "ohlc_5m": MONTHLY}
+               "ohlc_3m": MONTHLY, "ohlc_5m": MONTHLY}
 
 # Detaching needs the parent's ACCESS EXCLUSIVE lock, and while it waits for a commit in flight, new commits
 # queue behind it: waiting longer than this gives up until the next round rather than stall ingest.
@@ -62,7 +62,7 @@ def retention_days(settings: Settings) -> dict[str, int]:
     """Days each partitioned table keeps (0: for ever)."""
     return {"ticks_raw": settings.retention_raw_days, "ticks_history": settings.retention_ticks_days,
             "ohlc_1m": settings.retention_minutes_days, "metrics_1m": settings.retention_minutes_days,
-            "ohlc_5m": settings.retention_minutes_days}
+            "ohlc_3m": settings.retention_minutes_days, "ohlc_5m": settings.retention_minutes_days}
 
 
 async def partitions(conn: asyncpg.Connection, table: str) -> list[Partition]:

@@ -37,7 +37,7 @@ class AggregatorServiceStub:
     """Consumer lag, throughput and dead letters."""
     Rebuild: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.RebuildRequest, _aggregator_pb2.RebuildResponse]
     """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-    (ohlc_5m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+    (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
     """
 
 @_typing.type_check_only
@@ -49,7 +49,7 @@ class AggregatorServiceAsyncStub(AggregatorServiceStub):
     """Consumer lag, throughput and dead letters."""
     Rebuild: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.RebuildRequest, _aggregator_pb2.RebuildResponse]  # type: ignore[assignment]
     """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-    (ohlc_5m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+    (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
     """
 
 class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -70,7 +70,7 @@ class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_aggregator_pb2.RebuildResponse, _abc.Awaitable[_aggregator_pb2.RebuildResponse]]:
         """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-        (ohlc_5m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+        (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
         """
 
 def add_AggregatorServiceServicer_to_server(servicer: AggregatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,13 +1,20 @@
--- Stored 5-minute and 4-hour tiers (docs/architecture.md, "Storage lifecycle").
+-- Stored tiers for the named intervals below a day (docs/architecture.md, "Storage lifecycle").
 --
--- 5m candles grouped 5 rows of ohlc_1m each and 4h, 8h and 12h candles 4, 8 and 12 rows of ohlc_1h; with
--- ohlc_5m and ohlc_4h a 5m or 4h candle is one stored row and an 8h or 12h candle two or three. ohlc_5m is
--- partitioned by month and kept as long as the minutes (RETENTION_MINUTES_DAYS); ohlc_4h is kept for ever,
--- like the quarter hours, hours and days. The aggregator folds both in the batch's transaction like the others.
+-- A candle grouped from n rows of a finer tier costs about n times a stored one. With ohlc_3m, ohlc_5m,
+-- ohlc_30m, ohlc_2h and ohlc_4h beside ohlc_1m, ohlc_15m, ohlc_1h and ohlc_1d, every named interval from 1m to
+-- 1d is one stored row per candle in UTC except 6h, 8h and 12h (three rows of ohlc_2h, two and three of
+-- ohlc_4h). ohlc_3m and ohlc_5m are partitioned by month and kept as long as the minutes
+-- (RETENTION_MINUTES_DAYS); ohlc_30m, ohlc_2h and ohlc_4h are kept for ever, like the quarter hours, hours and
+-- days. The aggregator folds every tier in the batch's transaction.
 
+CREATE TABLE ohlc_3m (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket))
+    PARTITION BY RANGE (bucket);
+CREATE TABLE ohlc_3m_default PARTITION OF ohlc_3m DEFAULT;
 CREATE TABLE ohlc_5m (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket))
     PARTITION BY RANGE (bucket);
 CREATE TABLE ohlc_5m_default PARTITION OF ohlc_5m DEFAULT;
+CREATE TABLE ohlc_30m (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
+CREATE TABLE ohlc_2h (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
 CREATE TABLE ohlc_4h (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
 
 -- Inserts the candles of `target` over [lo, hi) (of one symbol, or of all when p_symbol is NULL) grouped from
@@ -38,17 +45,18 @@ BEGIN
 END
 $$;
 
--- Recomputes the tiers over [lo, hi) (rounded out to whole UTC days), each from the one below it: ohlc_5m from
--- ohlc_1m, ohlc_15m from ohlc_5m, ohlc_1h from ohlc_15m, ohlc_4h from ohlc_1h, ohlc_1d from ohlc_4h. Returns
--- the hours written.
+-- Recomputes the tiers over [lo, hi) (rounded out to whole UTC days), each from a finer one that divides it:
+-- ohlc_3m and ohlc_5m from ohlc_1m, then ohlc_15m from ohlc_5m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h and ohlc_1d
+-- each from the one before. Returns the hours written.
 CREATE OR REPLACE FUNCTION rebuild_tiers(p_symbol text, lo timestamptz, hi timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     day_lo timestamptz := date_bin('1 day', lo, timestamptz 'epoch');
     day_hi timestamptz := date_bin('1 day', hi - interval '1 microsecond', timestamptz 'epoch') + interval '1 day';
-    tiers constant text[][] := ARRAY[['ohlc_5m', 'ohlc_1m', '5 minutes'], ['ohlc_15m', 'ohlc_5m', '15 minutes'],
-                                     ['ohlc_1h', 'ohlc_15m', '1 hour'], ['ohlc_4h', 'ohlc_1h', '4 hours'],
-                                     ['ohlc_1d', 'ohlc_4h', '1 day']];
+    tiers constant text[][] := ARRAY[['ohlc_3m', 'ohlc_1m', '3 minutes'], ['ohlc_5m', 'ohlc_1m', '5 minutes'],
+                                     ['ohlc_15m', 'ohlc_5m', '15 minutes'], ['ohlc_30m', 'ohlc_15m', '30 minutes'],
+                                     ['ohlc_1h', 'ohlc_30m', '1 hour'], ['ohlc_2h', 'ohlc_1h', '2 hours'],
+                                     ['ohlc_4h', 'ohlc_2h', '4 hours'], ['ohlc_1d', 'ohlc_4h', '1 day']];
     hours bigint;
     written bigint;
 BEGIN
@@ -64,11 +72,16 @@ BEGIN
 END
 $$;
 
--- The new tiers of what is stored: ohlc_5m in a partition per month that ohlc_1m has rows of (from 2000 on; older
--- ones stay in DEFAULT) and for the next days, from the minutes; ohlc_4h from the hours, which outlive the minutes.
-SELECT ensure_partition('ohlc_5m', month AT TIME ZONE 'UTC', (month + interval '1 month') AT TIME ZONE 'UTC')
+-- The new tiers of what is stored: ohlc_3m and ohlc_5m in a partition per month that ohlc_1m has rows of (from
+-- 2000 on; older ones stay in DEFAULT) and for the next days, from the minutes; ohlc_30m from the quarter hours,
+-- ohlc_2h and ohlc_4h from the hours, which outlive the minutes.
+SELECT ensure_partition(t.name, month AT TIME ZONE 'UTC', (month + interval '1 month') AT TIME ZONE 'UTC')
 FROM (SELECT DISTINCT date_trunc('month', bucket AT TIME ZONE 'UTC') AS month
-      FROM ohlc_1m WHERE bucket >= timestamptz '2000-01-01 00:00:00+00') months;
-SELECT ensure_partitions('ohlc_5m', '1 month', now(), now() + interval '3 days');
+      FROM ohlc_1m WHERE bucket >= timestamptz '2000-01-01 00:00:00+00') months
+CROSS JOIN (VALUES ('ohlc_3m'), ('ohlc_5m')) t(name);
+SELECT ensure_partitions(name, '1 month', now(), now() + interval '3 days') FROM (VALUES ('ohlc_3m'), ('ohlc_5m')) t(name);
+SELECT fold_tier('ohlc_3m', 'ohlc_1m', '3 minutes', NULL, '-infinity', 'infinity');
 SELECT fold_tier('ohlc_5m', 'ohlc_1m', '5 minutes', NULL, '-infinity', 'infinity');
-SELECT fold_tier('ohlc_4h', 'ohlc_1h', '4 hours', NULL, '-infinity', 'infinity');
+SELECT fold_tier('ohlc_30m', 'ohlc_15m', '30 minutes', NULL, '-infinity', 'infinity');
+SELECT fold_tier('ohlc_2h', 'ohlc_1h', '2 hours', NULL, '-infinity', 'infinity');
+SELECT fold_tier('ohlc_4h', 'ohlc_2h', '4 hours', NULL, '-infinity', 'infinity');
