@@ -25,6 +25,7 @@ import asyncpg
 from marketdata.aggregator import rollup
 from marketdata.bench import measure as m
 from marketdata.bench.data import make_batches
+from marketdata.retention import lifecycle
 
 SCALE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 SCALE_CASES = [("ohlc1m", interval, "") for interval in SCALE_INTERVALS]
@@ -70,8 +71,9 @@ async def seed(database_url: str, ticks: int, symbols: list[str], days: int,
     try:
         await pool.execute("INSERT INTO symbols (symbol, base, quote) SELECT s, left(s, 5), 'USD' "
                            "FROM unnest($1::text[]) s ON CONFLICT DO NOTHING", symbols)
-        for table, step in (("ohlc_1m", "1 month"), ("metrics_1m", "1 month"), ("ohlc_5m", "1 month")):
-            await pool.execute("SELECT ensure_partitions($1, $2::text::interval, $3, $4)", table, step, start, end)
+        for table, step in lifecycle.PARTITIONED.items():
+            if step == lifecycle.MONTHLY:
+                await pool.execute("SELECT ensure_partitions($1, $2::text::interval, $3, $4)", table, step, start, end)
 
         async def copy_day(day: datetime) -> None:
             async with pool.acquire() as conn:
