@@ -1,11 +1,11 @@
 -- Stored tiers for the named intervals below a day (docs/architecture.md, "Storage lifecycle").
 --
 -- A candle grouped from n rows of a finer tier costs about n times a stored one. With ohlc_3m, ohlc_5m,
--- ohlc_30m, ohlc_2h and ohlc_4h beside ohlc_1m, ohlc_15m, ohlc_1h and ohlc_1d, every named interval from 1m to
--- 1d is one stored row per candle in UTC except 6h, 8h and 12h (three rows of ohlc_2h, two and three of
--- ohlc_4h). ohlc_3m and ohlc_5m are partitioned by month and kept as long as the minutes
--- (RETENTION_MINUTES_DAYS); ohlc_30m, ohlc_2h and ohlc_4h are kept for ever, like the quarter hours, hours and
--- days. The aggregator folds every tier in the batch's transaction.
+-- ohlc_30m, ohlc_2h, ohlc_4h and ohlc_6h beside ohlc_1m, ohlc_15m, ohlc_1h and ohlc_1d, every named interval
+-- from 1m to 1d is one stored row per candle in UTC except 8h and 12h (two rows of ohlc_4h / ohlc_6h).
+-- ohlc_3m and ohlc_5m are partitioned by month and kept as long as the minutes (RETENTION_MINUTES_DAYS);
+-- ohlc_30m, ohlc_2h, ohlc_4h and ohlc_6h are kept for ever, like the quarter hours, hours and days. The
+-- aggregator folds every tier in the batch's transaction.
 
 CREATE TABLE ohlc_3m (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket))
     PARTITION BY RANGE (bucket);
@@ -16,6 +16,7 @@ CREATE TABLE ohlc_5m_default PARTITION OF ohlc_5m DEFAULT;
 CREATE TABLE ohlc_30m (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
 CREATE TABLE ohlc_2h (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
 CREATE TABLE ohlc_4h (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
+CREATE TABLE ohlc_6h (LIKE ohlc_1h INCLUDING DEFAULTS INCLUDING GENERATED, PRIMARY KEY (symbol, bucket));
 
 -- Inserts the candles of `target` over [lo, hi) (of one symbol, or of all when p_symbol is NULL) grouped from
 -- the rows of `source`, a finer tier, into buckets of `step` from the epoch; the range must hold none yet.
@@ -46,8 +47,8 @@ END
 $$;
 
 -- Recomputes the tiers over [lo, hi) (rounded out to whole UTC days), each from a finer one that divides it:
--- ohlc_3m and ohlc_5m from ohlc_1m, then ohlc_15m from ohlc_5m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h and ohlc_1d
--- each from the one before. Returns the hours written.
+-- ohlc_3m and ohlc_5m from ohlc_1m, then ohlc_15m from ohlc_5m, ohlc_30m, ohlc_1h, ohlc_2h and ohlc_4h each
+-- from the one before, ohlc_6h from ohlc_2h and ohlc_1d from ohlc_4h. Returns the hours written.
 CREATE OR REPLACE FUNCTION rebuild_tiers(p_symbol text, lo timestamptz, hi timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -56,7 +57,8 @@ DECLARE
     tiers constant text[][] := ARRAY[['ohlc_3m', 'ohlc_1m', '3 minutes'], ['ohlc_5m', 'ohlc_1m', '5 minutes'],
                                      ['ohlc_15m', 'ohlc_5m', '15 minutes'], ['ohlc_30m', 'ohlc_15m', '30 minutes'],
                                      ['ohlc_1h', 'ohlc_30m', '1 hour'], ['ohlc_2h', 'ohlc_1h', '2 hours'],
-                                     ['ohlc_4h', 'ohlc_2h', '4 hours'], ['ohlc_1d', 'ohlc_4h', '1 day']];
+                                     ['ohlc_4h', 'ohlc_2h', '4 hours'], ['ohlc_6h', 'ohlc_2h', '6 hours'],
+                                     ['ohlc_1d', 'ohlc_4h', '1 day']];
     hours bigint;
     written bigint;
 BEGIN
@@ -85,3 +87,4 @@ SELECT fold_tier('ohlc_5m', 'ohlc_1m', '5 minutes', NULL, '-infinity', 'infinity
 SELECT fold_tier('ohlc_30m', 'ohlc_15m', '30 minutes', NULL, '-infinity', 'infinity');
 SELECT fold_tier('ohlc_2h', 'ohlc_1h', '2 hours', NULL, '-infinity', 'infinity');
 SELECT fold_tier('ohlc_4h', 'ohlc_2h', '4 hours', NULL, '-infinity', 'infinity');
+SELECT fold_tier('ohlc_6h', 'ohlc_2h', '6 hours', NULL, '-infinity', 'infinity');

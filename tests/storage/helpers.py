@@ -13,7 +13,8 @@ from tests.support.ticks import TickSpec, expected_candles
 
 TIER_STEPS = {"ohlc_1m": timedelta(minutes=1), "ohlc_3m": timedelta(minutes=3), "ohlc_5m": timedelta(minutes=5),
               "ohlc_15m": timedelta(minutes=15), "ohlc_30m": timedelta(minutes=30), "ohlc_1h": timedelta(hours=1),
-              "ohlc_2h": timedelta(hours=2), "ohlc_4h": timedelta(hours=4), "ohlc_1d": timedelta(days=1)}
+              "ohlc_2h": timedelta(hours=2), "ohlc_4h": timedelta(hours=4), "ohlc_6h": timedelta(hours=6),
+              "ohlc_1d": timedelta(days=1)}
 COLUMNS = ("open", "high", "low", "close", "volume", "trades", "turnover", "taker_buy_volume")
 
 

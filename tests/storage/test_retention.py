@@ -105,7 +105,7 @@ def test_dry_run_lists_and_retention_drops_exactly_the_expired_partitions(own_da
     assert rows["ticks_history"] == before["rows"]["ticks_history"] - sum(n.startswith("ticks_history") for n in expired)
     assert rows["ticks_history_default"] == before["rows"]["ticks_history_default"] == 1
     kept_for_ever = [tier for tier in rollup.TIERS if tier not in lifecycle.PARTITIONED]
-    assert all(rows[tier] == before["rows"][tier] for tier in kept_for_ever) and len(kept_for_ever) == 6
+    assert all(rows[tier] == before["rows"][tier] for tier in kept_for_ever) and len(kept_for_ever) == 7
     assert all(0 < rows[table] < before["rows"][table] for table in ("ohlc_1m", "ohlc_3m", "ohlc_5m"))
 
     again = retention_cli(own_database, "--dry-run").stdout

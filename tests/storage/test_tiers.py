@@ -123,12 +123,12 @@ def test_history_reads_the_coarsest_tier_whose_buckets_fit_the_zone() -> None:
                                      ("30m", "Europe/Berlin"), ("5m", "UTC"), ("10m", "Asia/Kolkata"), ("3m", "UTC"),
                                      ("6m", "Asia/Kathmandu"), ("32m", "UTC"), ("45m", "Asia/Kathmandu"),
                                      ("120m", "UTC"), ("4h", "Europe/Berlin"), ("4h", "Asia/Dubai"),
-                                     ("1d", "Europe/Berlin"), ("1d", "+08:00"), ("1d", "Asia/Kolkata"),
+                                     ("1d", "Europe/Berlin"), ("1d", "+08:00"), ("1d", "+06:00"), ("1d", "Asia/Kolkata"),
                                      ("1h", "+05:30"), ("1w", "America/St_Johns"), ("1d", "America/Caracas"),
                                      ("1h", "+05:37"), ("1d", "Africa/Monrovia"))}
     assert chosen == {
         ("1d", "UTC"): "ohlc_1d", ("1w", "UTC"): "ohlc_1d", ("1M", "UTC"): "ohlc_1d", ("1h", "UTC"): "ohlc_1h",
-        ("12h", "UTC"): "ohlc_4h", ("4h", "UTC"): "ohlc_4h", ("6h", "UTC"): "ohlc_2h", ("2h", "UTC"): "ohlc_2h",
+        ("12h", "UTC"): "ohlc_6h", ("4h", "UTC"): "ohlc_4h", ("6h", "UTC"): "ohlc_6h", ("2h", "UTC"): "ohlc_2h",
         ("15m", "UTC"): "ohlc_15m", ("30m", "UTC"): "ohlc_30m", ("30m", "Europe/Berlin"): "ohlc_30m",
         ("5m", "UTC"): "ohlc_5m", ("10m", "Asia/Kolkata"): "ohlc_5m", ("3m", "UTC"): "ohlc_3m",
         # Kathmandu (+05:45): quarter hours are its coarsest UTC-aligned tier, 3 minutes divide its offset.
@@ -136,7 +136,7 @@ def test_history_reads_the_coarsest_tier_whose_buckets_fit_the_zone() -> None:
         ("120m", "UTC"): "ohlc_2h",
         # 4-hour boundaries are UTC ones only where the offset is a multiple of 4 hours (Dubai: +04:00).
         ("4h", "Europe/Berlin"): "ohlc_1h", ("4h", "Asia/Dubai"): "ohlc_4h", ("1d", "Europe/Berlin"): "ohlc_1h",
-        ("1d", "+08:00"): "ohlc_4h",
+        ("1d", "+08:00"): "ohlc_4h", ("1d", "+06:00"): "ohlc_6h",
         # Half-hour offsets, now or in the past (Caracas was -04:30 from 2007 to 2016): half hours.
         ("1d", "Asia/Kolkata"): "ohlc_30m", ("1h", "+05:30"): "ohlc_30m", ("1w", "America/St_Johns"): "ohlc_30m",
         ("1d", "America/Caracas"): "ohlc_30m",

@@ -80,11 +80,11 @@ _CANDLE_RETURNING = """RETURNING symbol, bucket, open::float8, high::float8, low
           vwap::float8, turnover::float8 AS quote_volume, taker_buy_volume::float8 AS taker_buy_volume,
           taker_buy_turnover::float8 AS taker_buy_quote_volume"""
 
-# The stored tiers: candles of UTC 3, 5, 15 and 30 minutes, 1, 2 and 4 hours and days, built from the batch's
+# The stored tiers: candles of UTC 3, 5, 15 and 30 minutes, 1, 2, 4 and 6 hours and days, built from the batch's
 # minute aggregates and merged exactly as minutes are (so they equal rebuild_tiers() over ohlc_1m, whatever the
 # order of the ticks).
 TIERS = {"ohlc_3m": "3 minutes", "ohlc_5m": "5 minutes", "ohlc_15m": "15 minutes", "ohlc_30m": "30 minutes",
-         "ohlc_1h": "1 hour", "ohlc_2h": "2 hours", "ohlc_4h": "4 hours", "ohlc_1d": "1 day"}
+         "ohlc_1h": "1 hour", "ohlc_2h": "2 hours", "ohlc_4h": "4 hours", "ohlc_6h": "6 hours", "ohlc_1d": "1 day"}
 
 
 def _tier_buckets(step: str) -> str:

@@ -6,20 +6,20 @@ Every statement is a constant string with $n parameters, so asyncpg prepares it 
 Candles and SMA10
 -----------------
 * Candles whose buckets are a stored tier's are that tier's rows: 1m from ohlc_1m in every zone; 3m, 5m, 15m,
-  30m, 1h, 2h, 4h and 1d from ohlc_3m ... ohlc_1d where candle_tier picks them (UTC days; the others in zones
-  whose offsets are multiples of their length). The newest limit+9 rows before `to` are read by a
+  30m, 1h, 2h, 4h, 6h and 1d from ohlc_3m ... ohlc_1d where candle_tier picks them (UTC days; the others in
+  zones whose offsets are multiples of their length). The newest limit+9 rows before `to` are read by a
   backward scan of the primary key (symbol, bucket) with LIMIT; the window function runs over them, so the
   oldest candles of the page get their SMA10 from candles before the page; then the rows before `from` and
   the 9 lead-in rows are dropped.
 * Other intervals are derived from the coarsest stored tier whose buckets fit inside theirs (candle_tier):
-  ohlc_1d (UTC days) for days, weeks and months in UTC, ohlc_4h for 8h and 12h in UTC, ohlc_2h for 6h, ohlc_1h
+  ohlc_1d (UTC days) for days, weeks and months in UTC, ohlc_4h for 8h and ohlc_6h for 12h in UTC, ohlc_1h
   (UTC hours) for calendar periods in zones with whole-hour offsets, ohlc_30m for any interval in zones such as
   Asia/Kolkata, ohlc_5m for 10m, ohlc_3m for 6m, else ohlc_1m (e.g. 7m). Below, "minute"
   stands for a row of that tier: open of the first minute, close of the last, max high, min low,
   sums of volume, trades, turnover and taker-buy volumes, vwap = sum(turnover) / sum(volume) (the close when
   the volume is 0, as ohlc_1m does). Buckets are aligned in the requested time zone (intervals.py). A derived
   candle belongs to the range when its start is in [from, to) and always aggregates its whole interval, so a
-  candle is the same whatever range it is asked with. Buckets of a few tier rows (6h, 12h, 1w in UTC, ...)
+  candle is the same whatever range it is asked with. Buckets of a few tier rows (8h, 12h, 1w in UTC, ...)
   aggregate the newest (limit + 9) * n rows (one backward index scan with LIMIT); the others come from a
   recursive query that walks the primary key backwards one bucket at a time (one index probe per bucket,
   however sparse the data) to find the page's buckets and the 9 before them, then aggregates each bucket from
@@ -324,7 +324,7 @@ def _candle_columns(end_epoch: str, vwap: str) -> str:
 
 # The stored candle tables (migrations 0004 to 0006) and their bucket lengths in minutes.
 TIER_MINUTES = {"ohlc_1m": 1, "ohlc_3m": 3, "ohlc_5m": 5, "ohlc_15m": 15, "ohlc_30m": 30, "ohlc_1h": 60, "ohlc_2h": 120,
-                "ohlc_4h": 240, "ohlc_1d": 24 * 60}
+                "ohlc_4h": 240, "ohlc_6h": 360, "ohlc_1d": 24 * 60}
 TIERS = tuple(TIER_MINUTES)
 
 
@@ -393,10 +393,12 @@ def _hi(kind: str) -> str:
     return f"CASE WHEN $4::timestamptz = 'infinity' THEN $4::timestamptz ELSE {_end(_start(last_instant, kind), kind)} END"
 
 
-_AGGREGATES = """(array_agg(open ORDER BY bucket))[1] AS open,
+# Open and close: of the bucket's earliest and latest row, as min / max of [epoch, price] pairs (the buckets of a
+# tier are unique), which needs no sort per group as array_agg(... ORDER BY) does.
+_AGGREGATES = """(min(ARRAY[extract(epoch FROM bucket), open]))[2] AS open,
            max(high) AS high,
            min(low) AS low,
-           (array_agg(close ORDER BY bucket DESC))[1] AS close,
+           (max(ARRAY[extract(epoch FROM bucket), close]))[2] AS close,
            sum(volume) AS volume,
            sum(trades)::int8 AS trades,
            sum(turnover) AS turnover,
@@ -436,7 +438,7 @@ LIMIT $5
 """
 # Minutes are often sparse (a quiet symbol), where walking the buckets reads fewer rows; hours and days rarely.
 RECENT_BINS_MAX_ROWS = {"ohlc_1m": 5, "ohlc_3m": 5, "ohlc_5m": 6, "ohlc_15m": 8, "ohlc_30m": 8, "ohlc_1h": 12,
-                        "ohlc_2h": 12, "ohlc_4h": 6, "ohlc_1d": 7}
+                        "ohlc_2h": 12, "ohlc_4h": 6, "ohlc_6h": 4, "ohlc_1d": 7}
 # Kinds whose bucket expressions do not use $7 (n), which then carries the rows per bucket.
 RECENT_BINS_KINDS = ("fixed", "fixed_week", "subday")
 
@@ -537,9 +539,9 @@ def candle_tier(interval: Interval, zone: TimeZone) -> str:
     """The coarsest stored tier whose buckets each fall inside one bucket of the interval in the zone: UTC days
     for day, week and month intervals in UTC; else the tier of the longest step that divides the interval (every
     step divides a calendar interval) in a zone whose offsets are multiples of that step, so that the zone's
-    boundaries are UTC ones: 4 hours (4h, 8h, 12h in UTC; days in +08:00), 2 hours (2h, 6h), hours (days in
-    Europe/Berlin), 30 minutes (any interval in Asia/Kolkata, +05:30), quarter hours (+05:45), 5 minutes (10m),
-    3 minutes (6m); minutes otherwise."""
+    boundaries are UTC ones: 6 hours (6h, 12h in UTC; days in +06:00), 4 hours (4h, 8h; days in +08:00), 2 hours
+    (2h), hours (days in Europe/Berlin), 30 minutes (any interval in Asia/Kolkata, +05:30), quarter hours
+    (+05:45), 5 minutes (10m), 3 minutes (6m); minutes otherwise."""
     if interval.unit in "dwM" and zone.name == "UTC":
         return "ohlc_1d"
     minutes = interval.minutes

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("retention", settings.log_level, settings.log_format)
     days = lifecycle.retention_days(settings)
     print("retention: " + ", ".join(f"{table} {n} days" if n else f"{table} for ever" for table, n in days.items())
-          + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h and ohlc_1d for ever")
+          + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h, ohlc_6h and ohlc_1d for ever")
 
     async def run() -> None:
         now = datetime.now(timezone.utc)
