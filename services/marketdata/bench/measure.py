@@ -763,36 +763,38 @@ async def query_latency(query_address: str | None, edge_url: str | None, request
     only run of one: a p99 over 3 passes of 200 rests on its 6 slowest of 600, not on the 2 slowest of 200."""
     from marketdata.v1 import query_pb2, query_pb2_grpc
 
-    async def measure(transport: str, call: Callable[[str, str, str, str], Awaitable[dict[str, Any]]]) -> None:
+    async def measure(transport: str, call: Callable[[str, str, str, str], Awaitable[Any]],
+                      shape: Callable[[Any], dict[str, Any]]) -> None:
+        """Times `call` alone; `shape` (rows in the answer) reads each case's last answer, after the clock."""
         times: dict[tuple[str, str, str], list[float]] = {case: [] for case in cases}
-        shape: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for first in [True] + [False] * (passes - 1):
+        last: dict[tuple[str, str, str], Any] = {}
+        for done in range(passes):
+            skip = warmup if done == 0 else 0
             for case in cases:
-                for n in range((warmup if first else 0) + requests):
+                for n in range(skip + requests):
                     started = time.perf_counter()
-                    shape[case] = await call(symbols[n % len(symbols)], *case)
-                    if n >= (warmup if first else 0):
+                    last[case] = await call(symbols[n % len(symbols)], *case)
+                    if n >= skip:
                         times[case].append(time.perf_counter() - started)
         for case in cases:
-            out[_case_name(transport, *case)] = {**summary_ms(times[case]), **shape[case]}
+            out[_case_name(transport, *case)] = {**summary_ms(times[case]), **shape(last[case])}
 
     out: dict[str, Any] = {}
     if query_address:
         async with grpc.aio.insecure_channel(query_address, options=CHANNEL_OPTIONS) as channel:
             stub = query_pb2_grpc.QueryServiceStub(channel)
 
-            async def grpc_call(symbol: str, view: str, interval: str, zone: str) -> dict[str, Any]:
-                request = query_pb2.GetHistoryRequest(symbol=symbol, view=view, interval=interval, limit=limit,
-                                                      time_zone=zone)
-                response = await stub.GetHistory(request, timeout=30)
-                return {"rows": len(response.candles) + len(response.ticks) + len(response.metrics),
-                        "with_sma10": sum(1 for c in response.candles if c.HasField("sma10"))}
+            async def grpc_call(symbol: str, view: str, interval: str, zone: str) -> query_pb2.GetHistoryResponse:
+                return await stub.GetHistory(query_pb2.GetHistoryRequest(
+                    symbol=symbol, view=view, interval=interval, limit=limit, time_zone=zone), timeout=30)
 
-            await measure("grpc", grpc_call)
+            await measure("grpc", grpc_call, lambda response: {
+                "rows": len(response.candles) + len(response.ticks) + len(response.metrics),
+                "with_sma10": sum(1 for c in response.candles if c.HasField("sma10"))})
     if edge_url:
         async with httpx.AsyncClient(base_url=edge_url, timeout=30) as http:
 
-            async def rest_call(symbol: str, view: str, interval: str, zone: str) -> dict[str, Any]:
+            async def rest_call(symbol: str, view: str, interval: str, zone: str) -> httpx.Response:
                 params = {"view": view, "limit": str(limit)}
                 if interval:
                     params["interval"] = interval
@@ -801,10 +803,13 @@ async def query_latency(query_address: str | None, edge_url: str | None, request
                 response = await http.get(f"/api/v1/ticks/{symbol}/history", params=params)
                 if response.status_code != 200:
                     raise RuntimeError(f"REST history answered {response.status_code}: {response.text[:300]}")
+                return response
+
+            def rest_shape(response: httpx.Response) -> dict[str, Any]:
                 body = response.json()
                 return {"rows": len(body.get("candles", [])) + len(body.get("ticks", [])) + len(body.get("metrics", []))}
 
-            await measure("rest", rest_call)
+            await measure("rest", rest_call, rest_shape)
     return out
 
 
