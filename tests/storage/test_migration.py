@@ -1,5 +1,6 @@
-"""Migrations 0004 to 0006 convert a database holding data: every row kept, in its day's (month's) partition,
-the stored tiers built from the minutes, and deduplication by (symbol, event_time, trade_id)."""
+"""Migrations 0004 to 0007 convert a database holding data: every row kept, in its day's (month's) partition,
+the stored tiers built from the minutes with float8 copies of their numerics, and deduplication by
+(symbol, event_time, trade_id)."""
 
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
         try:
             now = datetime.now(timezone.utc)
             await conn.execute("INSERT INTO symbols (symbol, base, quote) VALUES ('MIGX', 'MIG', 'X')")
-            # Ten days of a tick every 7 minutes, and one from 1999 (kept in DEFAULT).
+            # Ten days of a tick every 7 minutes, and one from 1999 (kept in DEFAULT) of size 0: candles without
+            # volume, whose vwap is their close.
             await conn.execute("""
                 INSERT INTO ticks_history (symbol, trade_id, event_time, price, size, side)
                 SELECT 'MIGX', 't' || i, $1::timestamptz - i * interval '7 minutes', 100 + i % 7, 1 + i % 3, 1 + i % 2
                 FROM generate_series(1, 2000) i
-                UNION ALL SELECT 'MIGX', 'old', timestamptz '1999-06-01 00:00:00+00', 5, 1, 1""", now)
+                UNION ALL SELECT 'MIGX', 'old', timestamptz '1999-06-01 00:00:00+00', 5, 0, 1""", now)
             await conn.execute("""
                 INSERT INTO ticks_raw (stream, stream_seq, symbol, trade_id, event_time, price, size, side, source,
                                        received_at)
@@ -55,14 +57,15 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
             await conn.close()
 
         applied = await apply(url, DEFAULT_DIRECTORY)
-        assert [m.version for m in applied] == [4, 5, 6]
+        assert [m.version for m in applied] == [4, 5, 6, 7]
 
         conn = await asyncpg.connect(url)
         try:
             for table in TABLES:
                 assert await conn.fetchval(f"SELECT count(*) FROM {table}") == counts[table], table
                 rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4")
-                assert [dict(r) for r in rows] == [dict(r) for r in snapshot[table]], table
+                columns = list(snapshot[table][0].keys())
+                assert [{c: r[c] for c in columns} for r in rows] == [dict(r) for r in snapshot[table]], table
                 # Every row in a partition of its own day (month); only the 1999 tick in DEFAULT.
                 in_default = await conn.fetchval(f"SELECT count(*) FROM {table}_default")
                 assert in_default == (1 if table in ("ticks_history", "ticks_raw", "ohlc_1m", "metrics_1m") else 0)
@@ -75,6 +78,17 @@ async def test_existing_data_is_converted_into_partitions(postgres_url: str, tmp
                 want = await conn.fetchrow(f"SELECT count(DISTINCT date_bin('{step}', bucket, timestamptz 'epoch')) "
                                            "AS rows, sum(volume) AS volume, sum(taker_buy_volume) AS taker FROM ohlc_1m")
                 assert dict(got) == dict(want), tier
+            # Every tier's float8 copies are its numerics converted, vwap's included.
+            for tier in ("ohlc_1m", *rollup.TIERS):
+                differing = await conn.fetchval(f"""
+                    SELECT count(*) FROM {tier}
+                    WHERE (open_float8, high_float8, low_float8, close_float8, volume_float8, vwap_float8,
+                           turnover_float8, taker_buy_volume_float8, taker_buy_turnover_float8)
+                          IS DISTINCT FROM (open::float8, high::float8, low::float8, close::float8, volume::float8,
+                                            vwap::float8, turnover::float8, taker_buy_volume::float8,
+                                            taker_buy_turnover::float8)""")
+                assert differing == 0, tier
+                assert await conn.fetchval(f"SELECT vwap_float8 FROM {tier} WHERE bucket < '2000-01-01'") == 5.0, tier
             # ohlc_3m and ohlc_5m are partitioned like the minutes: only the 1999 minute's bucket in DEFAULT.
             assert await conn.fetchval("SELECT count(*) FROM ohlc_3m_default") == 1
             assert await conn.fetchval("SELECT count(*) FROM ohlc_5m_default") == 1

@@ -76,9 +76,10 @@ ON CONFLICT (symbol, bucket) DO UPDATE SET
 """
 
 
-_CANDLE_RETURNING = """RETURNING symbol, bucket, open::float8, high::float8, low::float8, close::float8, volume::float8, trades,
-          vwap::float8, turnover::float8 AS quote_volume, taker_buy_volume::float8 AS taker_buy_volume,
-          taker_buy_turnover::float8 AS taker_buy_quote_volume"""
+# The committed candle as doubles: its float8 copies (migration 0007), converted once as the row was written.
+_CANDLE_RETURNING = """RETURNING symbol, bucket, open_float8 AS open, high_float8 AS high, low_float8 AS low,
+          close_float8 AS close, volume_float8 AS volume, trades, vwap_float8 AS vwap, turnover_float8 AS quote_volume,
+          taker_buy_volume_float8 AS taker_buy_volume, taker_buy_turnover_float8 AS taker_buy_quote_volume"""
 
 # The stored tiers: candles of UTC 3, 5, 15 and 30 minutes, 1, 2, 4 and 6 hours and days, built from the batch's
 # minute aggregates and merged exactly as minutes are (so they equal rebuild_tiers() over ohlc_1m, whatever the
