@@ -763,6 +763,8 @@ async def query_latency(query_address: str | None, edge_url: str | None, request
     only run of one: a p99 over 3 passes of 200 rests on its 6 slowest of 600, not on the 2 slowest of 200."""
     from marketdata.v1 import query_pb2, query_pb2_grpc
 
+    out: dict[str, Any] = {}
+
     async def measure(transport: str, call: Callable[[str, str, str, str], Awaitable[Any]],
                       shape: Callable[[Any], dict[str, Any]]) -> None:
         """Times `call` alone; `shape` (rows in the answer) reads each case's last answer, after the clock."""
@@ -779,7 +781,6 @@ async def query_latency(query_address: str | None, edge_url: str | None, request
         for case in cases:
             out[_case_name(transport, *case)] = {**summary_ms(times[case]), **shape(last[case])}
 
-    out: dict[str, Any] = {}
     if query_address:
         async with grpc.aio.insecure_channel(query_address, options=CHANNEL_OPTIONS) as channel:
             stub = query_pb2_grpc.QueryServiceStub(channel)

@@ -1,8 +1,8 @@
 """Reads of the query service: request validation, the SQL, and the mapping of rows to protos.
 
 Every statement is a constant string with $n parameters, so asyncpg prepares it once per pooled connection
-(its statement cache) and PostgreSQL can reuse the plan. Numerics are converted with ::float8 in SQL, but for
-candles that are a tier's rows, which are read from the tier's float8 copies (migration 0007).
+(its statement cache) and PostgreSQL can reuse the plan. Numerics are converted with ::float8 in SQL, except
+in pages of stored candles, which read the tier's float8 copies (migration 0007).
 
 Candles and SMA10
 -----------------
@@ -314,7 +314,7 @@ METRICS_SQL = _METRICS.format(order="DESC")
 METRICS_ASC_SQL = _METRICS.format(order="ASC")
 
 
-def _candle_columns(end_epoch: str, vwap: str, float8_copies: bool = False) -> str:
+def _candle_columns(end_epoch: str, vwap: str, *, float8_copies: bool) -> str:
     """Candle rows, in the order add_candles reads them. float8_copies: read a tier's float8 columns (migration
     0007) instead of converting its numerics, about a quarter of the time of a page of stored candles."""
     def double(column: str) -> str:
@@ -339,8 +339,9 @@ TIERS = tuple(TIER_MINUTES)
 # [$2, $3), at most $4. No sort anywhere. Rows come newest first: the caller reverses them. A range with
 # fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page. Doubles are the tier's
 # float8 copies; numbers=string converts the numerics to text instead.
-def _stored_candles(tier: str, float8_copies: bool = True) -> str:
-    columns = _candle_columns(f"extract(epoch FROM bucket)::int8 + {TIER_MINUTES[tier] * 60}", "vwap", float8_copies)
+def _stored_candles(tier: str, *, float8_copies: bool) -> str:
+    columns = _candle_columns(f"extract(epoch FROM bucket)::int8 + {TIER_MINUTES[tier] * 60}", "vwap",
+                              float8_copies=float8_copies)
     return f"""
 SELECT {columns}
 FROM (
@@ -371,7 +372,7 @@ LIMIT 1
 """
 
 
-STORED_CANDLES_SQL = {tier: _stored_candles(tier) for tier in TIERS}
+STORED_CANDLES_SQL = {tier: _stored_candles(tier, float8_copies=True) for tier in TIERS}
 STORED_PAGE_END_SQL = {tier: _stored_page_end(tier) for tier in TIERS}
 
 # Derived candles. Parameters: $1 symbol, $2 the interval (interval), $3 from: the first bucket start allowed,
@@ -512,7 +513,8 @@ def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
     return template.format(
         tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind),
         end_w=_end("w.bin", kind), hi=_hi(kind),
-        aggregates=_AGGREGATES, columns=_candle_columns(f"extract(epoch FROM {_end('bucket', kind)})::int8", _VWAP))
+        aggregates=_AGGREGATES, columns=_candle_columns(f"extract(epoch FROM {_end('bucket', kind)})::int8", _VWAP,
+                                                   float8_copies=False))
 
 
 KINDS = ("fixed", "fixed_week", "subday", "day", "week", "month")
