@@ -314,6 +314,11 @@ METRICS_SQL = _METRICS.format(order="DESC")
 METRICS_ASC_SQL = _METRICS.format(order="ASC")
 
 
+# The numerics of a candle row that the API returns as doubles (vwap: a generated column of each tier).
+_CANDLE_NUMERICS = ("open", "high", "low", "close", "volume", "vwap", "turnover", "taker_buy_volume",
+                   "taker_buy_turnover")
+
+
 def _candle_columns(end_epoch: str, vwap: str, *, float8_copies: bool) -> str:
     """Candle rows, in the order add_candles reads them. float8_copies: read a tier's float8 columns (migration
     0007) instead of converting its numerics, about a quarter of the time of a page of stored candles."""
@@ -338,15 +343,18 @@ TIERS = tuple(TIER_MINUTES)
 # so the oldest candles of the page get their SMA10 from rows before the page; then trimmed to the rows of
 # [$2, $3), at most $4. No sort anywhere. Rows come newest first: the caller reverses them. A range with
 # fewer than $4 candles still reads at most $4 + 9 rows, never more than a full page. Doubles are the tier's
-# float8 copies; numbers=string converts the numerics to text instead.
+# float8 copies; numbers=string converts the numerics to text instead. The scan returns only the columns read,
+# not all 26: the window copies every row it is given (narrow rows: the statement ~3 % faster).
 def _stored_candles(tier: str, *, float8_copies: bool) -> str:
     columns = _candle_columns(f"extract(epoch FROM bucket)::int8 + {TIER_MINUTES[tier] * 60}", "vwap",
                               float8_copies=float8_copies)
+    read = ", ".join(dict.fromkeys(("bucket", "trades", "close", *(
+        f"{name}_float8" if float8_copies else name for name in _CANDLE_NUMERICS))))
     return f"""
 SELECT {columns}
 FROM (
     SELECT newest.*, CASE WHEN count(*) OVER w = 10 THEN avg(close) OVER w END AS sma10
-    FROM (SELECT *
+    FROM (SELECT {read}
           FROM {tier}
           WHERE symbol = $1 AND bucket < $3
           ORDER BY bucket DESC
@@ -632,13 +640,24 @@ def add_candles(out: Any, symbol: str, rows: Sequence[Sequence[Any]], now: float
     add = out.add
     for (epoch, end_epoch, open_, high, low, close, volume, trades, vwap, sma10, quote_volume, taker_buy_volume,
          taker_buy_quote_volume) in rows:
-        candle = add(symbol=symbol, open=open_, high=high, low=low, close=close, volume=volume, trades=trades,
-                     vwap=vwap, quote_volume=quote_volume, taker_buy_volume=taker_buy_volume,
-                     taker_buy_quote_volume=taker_buy_quote_volume, closed=end_epoch <= now)
+        # One assignment per field: ~20 % faster than keyword arguments to add(), which upb matches by name.
+        candle = add()
+        candle.symbol = symbol
         candle.time.seconds = epoch
-        candle.close_time.seconds = end_epoch
+        candle.open = open_
+        candle.high = high
+        candle.low = low
+        candle.close = close
+        candle.volume = volume
+        candle.trades = trades
+        candle.vwap = vwap
         if sma10 is not None:
             candle.sma10 = sma10
+        candle.quote_volume = quote_volume
+        candle.taker_buy_volume = taker_buy_volume
+        candle.taker_buy_quote_volume = taker_buy_quote_volume
+        candle.close_time.seconds = end_epoch
+        candle.closed = end_epoch <= now
 
 
 class TooManyRows(ValueError):
