@@ -142,3 +142,25 @@ def test_history_reads_the_coarsest_tier_whose_buckets_fit_the_zone() -> None:
         ("1d", "America/Caracas"): "ohlc_30m",
         # Offsets that are no multiple of 15 minutes (Monrovia was -00:44:30 until 1972): minutes.
         ("1h", "+05:37"): "ohlc_1m", ("1d", "Africa/Monrovia"): "ohlc_1m"}
+
+
+def test_walked_buckets_of_a_day_or_more_are_covered_by_whole_rows_of_a_coarser_tier() -> None:
+    from marketdata.query.history import cover_tier
+    from marketdata.query.intervals import parse_interval
+
+    chosen = {(interval, tier): cover_tier(parse_interval(interval), tier)
+              for interval, tier in (("1d", "ohlc_1h"), ("3d", "ohlc_1h"), ("1w", "ohlc_1h"), ("1M", "ohlc_1h"),
+                                     ("1d", "ohlc_30m"), ("1w", "ohlc_30m"), ("1d", "ohlc_15m"), ("1d", "ohlc_1m"),
+                                     ("1w", "ohlc_4h"), ("1d", "ohlc_4h"), ("2d", "ohlc_4h"), ("1d", "ohlc_6h"),
+                                     ("12h", "ohlc_30m"), ("1w", "ohlc_1d"))}
+    assert chosen == {
+        # Days: 6-hour rows (three fit whole in a day of Europe/Berlin, the hours at its edges are read).
+        ("1d", "ohlc_1h"): "ohlc_6h", ("3d", "ohlc_1h"): "ohlc_6h", ("1d", "ohlc_30m"): "ohlc_6h",
+        ("1d", "ohlc_15m"): "ohlc_6h", ("1d", "ohlc_1m"): "ohlc_6h",
+        # Weeks and months: UTC days.
+        ("1w", "ohlc_1h"): "ohlc_1d", ("1M", "ohlc_1h"): "ohlc_1d", ("1w", "ohlc_30m"): "ohlc_1d",
+        ("1w", "ohlc_4h"): "ohlc_1d",
+        # 6 hours are no whole number of 4 hours, and UTC days are more than a quarter of 2 days.
+        ("1d", "ohlc_4h"): None, ("2d", "ohlc_4h"): None,
+        # No cover coarser than the tier, or none of at most a quarter of the interval.
+        ("1d", "ohlc_6h"): None, ("12h", "ohlc_30m"): None, ("1w", "ohlc_1d"): None}

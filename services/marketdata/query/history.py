@@ -24,7 +24,9 @@ Candles and SMA10
   aggregate the newest (limit + 9) * n rows (one backward index scan with LIMIT); the others come from a
   recursive query that walks the primary key backwards one bucket at a time (one index probe per bucket,
   however sparse the data) to find the page's buckets and the 9 before them, then aggregates each bucket from
-  its own index range.
+  its own index range, or, for buckets of a day or more, from the whole ohlc_6h or ohlc_1d rows inside it and
+  the tier's rows at its edges (cover_tier): a Europe/Berlin day reads 9 rows instead of 24, a week 30 instead
+  of 168.
 * SMA10 = avg(close) over the candle and the 9 candles before it at the same interval, NULL unless all 10
   exist. Intervals without trades have no candle, so SMA10 counts candles, not clock intervals.
 
@@ -458,9 +460,9 @@ RECENT_BINS_KINDS = ("fixed", "fixed_week", "subday")
 
 # Over longer intervals: `walk` visits the non-empty buckets newest first with one index probe each:
 # extra = 0 while a bucket belongs to the page (start >= $3 and among the newest $5), then it counts the
-# lead-in buckets and stops at 9. Each bucket found is then aggregated from its own index range of the tier,
-# so the bucket expression (time zone arithmetic) runs once per bucket, not once per tier row, and nothing is
-# sorted but the page. Rows come newest first.
+# lead-in buckets and stops at 9. Each bucket found is then aggregated from its own rows ({bucket_rows}: an
+# index range of the tier, or the cover below), so the bucket expression (time zone arithmetic) runs once per
+# bucket, not once per tier row, and nothing is sorted but the page. Rows come newest first.
 _WALK = """
 WITH RECURSIVE walk(bin, n, extra) AS (
     SELECT f.bin, 1, CASE WHEN f.bin >= $3 THEN 0 ELSE 1 END
@@ -485,8 +487,7 @@ WITH RECURSIVE walk(bin, n, extra) AS (
     FROM walk w
     CROSS JOIN LATERAL (
         SELECT {aggregates}
-        FROM {tier}
-        WHERE symbol = $1 AND bucket >= w.bin AND bucket < {end_w}) a
+        FROM {bucket_rows}) a
 ), windowed AS (
     SELECT c.*, CASE WHEN count(*) OVER w = 10 THEN avg(c.close) OVER w END AS sma10
     FROM candles c
@@ -518,17 +519,69 @@ SELECT bin_end FROM walk WHERE n = $5::int LIMIT 1
 """
 
 
-def _derived(template: str, kind: str, tier: str = "ohlc_1m") -> str:
+# A walked bucket's rows: the tier's rows in [w.bin, its end).
+_TIER_ROWS = "{tier} WHERE symbol = $1 AND bucket >= w.bin AND bucket < {end_w}"
+
+# A walked bucket's rows, covered: the whole rows of a coarser tier (`cover`, UTC-aligned, its step a multiple of
+# the tier's) that fit in the bucket, and the tier's rows before and after them. A winter day in Europe/Berlin is
+# 9 rows (1 + 3 of 6 hours + 5) instead of 24, a month about 53 instead of 720. Every row lies within its own
+# bucket and the three ranges do not overlap, so the aggregates are the same as over the tier alone. Without a
+# whole cover row in the bucket, head_end = tail_start = bin_end: the tier's rows alone. OFFSET 0 keeps the
+# bucket's end computed once: PostgreSQL would otherwise copy its time zone arithmetic into every range.
+_COVERED_ROWS = """(
+        SELECT bin_end, CASE WHEN lo < hi THEN lo ELSE bin_end END AS head_end,
+               CASE WHEN lo < hi THEN hi ELSE bin_end END AS tail_start
+        FROM (SELECT bin_end, {cover_ceil} AS lo, {cover_floor} AS hi
+              FROM (SELECT {end_w} AS bin_end OFFSET 0) e) b) c
+    CROSS JOIN LATERAL (
+        SELECT {row} FROM {tier} WHERE symbol = $1 AND bucket >= w.bin AND bucket < c.head_end
+      UNION ALL
+        SELECT {row} FROM {cover} WHERE symbol = $1 AND bucket >= c.head_end AND bucket < c.tail_start
+      UNION ALL
+        SELECT {row} FROM {tier} WHERE symbol = $1 AND bucket >= c.tail_start AND bucket < c.bin_end) covered"""
+_ROW = "bucket, open, high, low, close, volume, trades, turnover, taker_buy_volume, taker_buy_turnover"
+
+
+def _derived(template: str, kind: str, tier: str = "ohlc_1m", cover: str | None = None) -> str:
+    end_w = _end("w.bin", kind)
+    if cover is None:
+        bucket_rows = _TIER_ROWS.format(tier=tier, end_w=end_w)
+    else:
+        step = f"{TIER_MINUTES[cover]} minutes"
+        bucket_rows = _COVERED_ROWS.format(
+            tier=tier, cover=cover, row=_ROW, end_w=end_w, cover_floor=utc_bucket(step, "bin_end"),
+            cover_ceil=utc_bucket(step, f"w.bin + interval '{step}' - interval '1 microsecond'"))
     return template.format(
         tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind),
-        end_w=_end("w.bin", kind), hi=_hi(kind),
+        end_w=end_w, hi=_hi(kind), bucket_rows=bucket_rows,
         aggregates=_AGGREGATES, columns=_candle_columns(f"extract(epoch FROM {_end('bucket', kind)})::int8", _VWAP,
                                                    float8_copies=False))
 
 
+# The tiers that cover walked buckets, coarsest first.
+COVER_TIERS = ("ohlc_1d", "ohlc_6h")
+
+
+def _nests(tier: str, cover: str) -> bool:
+    """Whether each of the cover's buckets is a whole number (> 1) of the tier's."""
+    return TIER_MINUTES[cover] > TIER_MINUTES[tier] and TIER_MINUTES[cover] % TIER_MINUTES[tier] == 0
+
+
+def cover_tier(interval: Interval, tier: str) -> str | None:
+    """The coarsest of COVER_TIERS that a walked bucket of the interval read from `tier` is covered with: coarser
+    than the tier, a multiple of its step, and at most a quarter of the interval's shortest bucket (whole rows of
+    a longer one would replace few of the tier's rows, for two more index probes); None when none qualifies."""
+    shortest = interval.minutes or interval.n * DAY_MINUTES * {"d": 1, "w": 7, "M": 28}[interval.unit]
+    for cover in COVER_TIERS:
+        if _nests(tier, cover) and 4 * TIER_MINUTES[cover] <= shortest:
+            return cover
+    return None
+
+
 KINDS = ("fixed", "fixed_week", "subday", "day", "week", "month")
 CANDLES_RECENT_BINS_SQL = {(tier, kind): _derived(_RECENT_BINS, kind, tier) for tier in TIERS for kind in RECENT_BINS_KINDS}
-CANDLES_DERIVED_SQL = {(tier, kind): _derived(_WALK, kind, tier) for tier in TIERS for kind in KINDS}
+CANDLES_DERIVED_SQL = {(tier, kind, cover): _derived(_WALK, kind, tier, cover) for tier in TIERS for kind in KINDS
+                       for cover in (None, *COVER_TIERS) if cover is None or _nests(tier, cover)}
 CANDLES_PAGE_END_SQL = {(tier, kind): _derived(_PAGE_END, kind, tier) for tier in TIERS for kind in KINDS}
 # How many of the common parameters ($1..$7) each derived statement takes: sub-day buckets need no n.
 ARITY = {sql: max(int(number) for number in re.findall(r"\$(\d+)", sql))
@@ -593,7 +646,7 @@ def candle_statement(q: HistoryQuery, end: datetime) -> tuple[str, tuple[object,
         if rows is not None and rows <= RECENT_BINS_MAX_ROWS[tier]:
             sql, args = CANDLES_RECENT_BINS_SQL[tier, kind], (*args[:6], rows)
         else:
-            sql = CANDLES_DERIVED_SQL[tier, kind]
+            sql = CANDLES_DERIVED_SQL[tier, kind, cover_tier(q.interval, tier)]
         args = args[:ARITY[sql]]
     return (DECIMAL_SQL[sql] if q.numbers == "string" else sql), args
 
