@@ -29,7 +29,7 @@ from tests.query.helpers import UTC, insert_symbol, new_symbol
 
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
              "10m", "45m", "3h", "2d", "2w", "3M")
-ZONES = ("UTC", "Europe/Berlin", "America/New_York", "+08:00", "+05:30", "-03:00")
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "+08:00", "+05:30", "-03:00", "Asia/Shanghai", "Asia/Kolkata")
 # Spans with both DST switches of Berlin (Mar 29, Oct 25 2026) and New York (Mar 8, Nov 1 2026).
 SPANS = ((datetime(2026, 3, 5, 17, tzinfo=UTC), datetime(2026, 4, 2, 3, tzinfo=UTC)),
          (datetime(2026, 10, 22, 9, tzinfo=UTC), datetime(2026, 11, 3, 5, tzinfo=UTC)))
@@ -201,6 +201,31 @@ async def test_day_candle_across_a_dst_switch_lasts_23_or_25_hours(
     assert candle.close_time.ToDatetime(tzinfo=UTC) - start == timedelta(hours=hours)
 
 
+async def test_a_zone_is_read_with_its_past_offsets_where_the_symbols_candles_reach_them(
+        query_stub: query_pb2_grpc.QueryServiceStub, db: asyncpg.Connection) -> None:
+    """Asia/Shanghai has been +08:00 since 1991 and is read as +08:00 for a symbol whose candles are all later
+    (the zones of test_every_interval_in_every_zone); its summers from 1986 to 1991 were +09:00. A symbol with
+    trades in 1988 (summer time from April 10 to September 11) gets that year's local days, weeks and months."""
+    rng = random.Random(1988)
+    symbol = new_symbol()
+    trades = []
+    for first, last in ((datetime(1988, 3, 25, tzinfo=UTC), datetime(1988, 9, 30, tzinfo=UTC)),
+                        (datetime(2026, 2, 20, tzinfo=UTC), datetime(2026, 3, 10, tzinfo=UTC))):
+        moment = first
+        while moment < last:
+            moment += timedelta(minutes=rng.randint(1, 600))
+            trades.append(Trade(f"s{len(trades):06d}", moment, Decimal(rng.randint(9000, 11000)) / 100,
+                                Decimal(rng.randint(1, 400)) / 100, rng.choice((0, 1, 2))))
+    await insert_symbol(db, symbol)
+    await fold(db, symbol, trades)
+    for interval in ("1h", "4h", "1d", "1w", "1M"):
+        response = await history(query_stub, symbol, interval=interval, time_zone="Asia/Shanghai", limit=5000)
+        assert_matches(response.candles, reference_candles(trades, interval, "Asia/Shanghai"), interval)
+    summer_day = (await history(query_stub, symbol, interval="1d", time_zone="Asia/Shanghai", limit=1,
+                                from_time=ts(datetime(1988, 6, 1, tzinfo=UTC)), order="asc")).candles[0]
+    assert summer_day.time.ToDatetime(tzinfo=UTC) == datetime(1988, 6, 1, 15, tzinfo=UTC)  # midnight at +09:00
+
+
 async def test_weeks_start_on_monday_and_months_on_the_first(query_stub: query_pb2_grpc.QueryServiceStub,
                                                              market: tuple[str, list[Trade]]) -> None:
     symbol, _ = market
@@ -344,6 +369,26 @@ async def test_fill_refuses_a_page_it_would_make_too_long(query_stub: query_pb2_
         await history(query_stub, symbol, interval="1m", limit=5000, fill="null")  # 8 months of minutes
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "fill" in dict(field_violations_of(caught.value))
+
+
+def test_a_zone_whose_offset_no_longer_changes_has_a_constant_offset_from_a_moment() -> None:
+    from marketdata.query.intervals import constant_offset, parse_time_zone
+
+    def of(name: str) -> tuple[str | None, str, str] | None:
+        constant = constant_offset(parse_time_zone(name))
+        if constant is None:
+            return None
+        since, zone = constant
+        return (since and since.date().isoformat()), zone.name, zone.sql_name
+
+    # Kolkata and Tokyo have not changed since 1969; Shanghai changed last in September 1991, Caracas in May
+    # 2016: a bucket holding data from a year later starts after the change. DST zones and offsets have none.
+    assert of("Asia/Kolkata") == (None, "Asia/Kolkata", "<+05:30>-05:30")
+    assert of("Asia/Tokyo") == (None, "Asia/Tokyo", "<+09:00>-09:00")
+    assert of("Asia/Shanghai") == ("1992-09-18", "Asia/Shanghai", "<+08:00>-08:00")
+    assert of("America/Caracas") == ("2017-05-05", "America/Caracas", "<-04:00>+04:00")
+    assert of("Europe/Berlin") is None and of("America/New_York") is None
+    assert of("+05:30") is None and of("UTC") is None
 
 
 def test_the_contract_pattern_of_interval_is_the_services_rule() -> None:

@@ -744,11 +744,12 @@ async def seed_query_data(database_url: str, ticks: int) -> dict[str, Any]:
 
 
 # (view, interval, time zone) of every GetHistory case: every named interval in UTC, the calendar ones in a DST
-# zone too, and a half-hour zone.
+# zone too, a half-hour zone, and days in a zone whose offset changed last in 1991.
 QUERY_CASES = [("ohlc1m", interval, "") for interval in ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
                                                          "12h", "1d", "3d", "1w", "1M")]
 QUERY_CASES += [("ohlc1m", interval, "Europe/Berlin") for interval in ("1h", "1d", "1w", "1M")]
 QUERY_CASES += [("ohlc1m", interval, "Asia/Kolkata") for interval in ("1h", "1d", "1w")]
+QUERY_CASES += [("ohlc1m", "1d", "Asia/Shanghai")]
 QUERY_CASES += [("metrics1m", "", ""), ("ticks", "", "")]
 
 

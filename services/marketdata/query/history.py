@@ -27,6 +27,9 @@ Candles and SMA10
   its own index range, or, for buckets of a day or more, from the whole ohlc_6h or ohlc_1d rows inside it and
   the tier's rows at its edges (cover_tier): a Europe/Berlin day reads 9 rows instead of 24, a week 30 instead
   of 168.
+* A named zone whose offset no longer changes is read as that offset (History._in_constant_offset) when the
+  symbol has no candle before its last change: Asia/Shanghai (+08:00 since 1991) then reads days as 6 rows of
+  ohlc_4h, as +08:00 does, instead of 24 of ohlc_1h, which its summers of 1986-1991 (+09:00) would need.
 * SMA10 = avg(close) over the candle and the 9 candles before it at the same interval, NULL unless all 10
   exist. Intervals without trades have no candle, so SMA10 counts candles, not clock intervals.
 
@@ -69,6 +72,7 @@ from marketdata.query.intervals import (
     bucket_end,
     bucket_end_sql,
     bucket_start_sql,
+    constant_offset,
     offsets_in_steps,
     parse_interval,
     parse_time_zone,
@@ -255,6 +259,9 @@ ORDER BY symbol
 """
 
 SYMBOL_EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM symbols WHERE symbol = $1)"
+
+# Whether the symbol has a candle from before $2: a day that began before it (one index probe).
+CANDLES_BEFORE_SQL = "SELECT EXISTS (SELECT 1 FROM ohlc_1d WHERE symbol = $1 AND bucket < $2)"
 
 KNOWN_SYMBOLS_SQL = "SELECT symbol FROM symbols WHERE symbol = ANY($1::text[])"
 
@@ -610,7 +617,7 @@ def candle_tier(interval: Interval, zone: TimeZone) -> str:
     boundaries are UTC ones: 6 hours (6h, 12h in UTC; days in +06:00), 4 hours (4h, 8h; days in +08:00), 2 hours
     (2h), hours (days in Europe/Berlin), 30 minutes (any interval in Asia/Kolkata, +05:30), quarter hours
     (+05:45), 5 minutes (10m), 3 minutes (6m); minutes otherwise."""
-    if interval.unit in "dwM" and zone.name == "UTC":
+    if interval.unit in "dwM" and zone.sql_name == "UTC":
         return "ohlc_1d"
     minutes = interval.minutes
     for tier in reversed(TIERS[1:-1]):  # coarsest first; days serve UTC only (above), minutes every zone
@@ -917,9 +924,23 @@ class History:
             return await self._fetch(TICKS_ASC_SQL, *args, deadline=deadline)
         return (await self._fetch(TICKS_SQL, *args, deadline=deadline))[::-1]
 
+    async def _in_constant_offset(self, q: HistoryQuery, deadline: float | None) -> HistoryQuery:
+        """The query in its zone's offset when the symbol's candles all lie where that offset no longer changes
+        (intervals.constant_offset): the same buckets, read as an offset's are, from the coarsest tier the offset
+        aligns with and with fixed-length arithmetic (Asia/Shanghai 1d: 6 rows of ohlc_4h a day instead of 24
+        of ohlc_1h, as +08:00)."""
+        constant = constant_offset(q.time_zone)
+        if constant is None:
+            return q
+        since, zone = constant
+        if since is not None and (await self._fetch(CANDLES_BEFORE_SQL, q.symbol, since, deadline=deadline))[0][0]:
+            return q
+        return replace(q, time_zone=zone)
+
     async def _candles(self, q: HistoryQuery, deadline: float | None) -> list[asyncpg.Record]:
         """The page's candles, oldest first. An ascending page is read as the descending page that ends where
         the ascending one does."""
+        q = await self._in_constant_offset(q, deadline)
         end = q.end
         if q.order == "asc":
             sql, args = page_end_statement(q)

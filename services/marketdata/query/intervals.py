@@ -99,16 +99,53 @@ def parse_time_zone(text: str) -> TimeZone | None:
     match = OFFSET_PATTERN.match(text)
     if match:
         sign, hours, minutes = match.groups()
-        name = f"{sign}{hours}:{minutes}"
-        if name in ("+00:00", "-00:00"):
-            return TimeZone("UTC", timezone.utc, "UTC", fixed=True)
         offset = timedelta(hours=int(hours), minutes=int(minutes)) * (1 if sign == "+" else -1)
-        # POSIX zone strings count hours west of Greenwich: +08:00 is "<+08:00>-08:00".
-        posix_sign = "-" if sign == "+" else "+"
-        return TimeZone(name, timezone(offset), f"<{name}>{posix_sign}{hours}:{minutes}", fixed=True)
+        if not offset:
+            return TimeZone("UTC", timezone.utc, "UTC", fixed=True)
+        return offset_zone(f"{sign}{hours}:{minutes}", offset)
     if text in _iana_names():
         return TimeZone(text, ZoneInfo(text), text)
     return None
+
+
+def offset_zone(name: str, offset: timedelta) -> TimeZone:
+    """The zone of a fixed UTC offset (whole minutes, not 0), named `name`."""
+    minutes = offset // timedelta(minutes=1)
+    hours_minutes = f"{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    sign = "+" if minutes > 0 else "-"
+    # POSIX zone strings count hours west of Greenwich: +08:00 is "<+08:00>-08:00".
+    posix = f"<{sign}{hours_minutes}>{'-' if minutes > 0 else '+'}{hours_minutes}"
+    return TimeZone(name, timezone(offset), posix, fixed=True)
+
+
+# The longest bucket: 12M (366 days at most) or 52w.
+LONGEST_BUCKET = timedelta(days=366)
+
+
+@lru_cache(maxsize=512)
+def constant_offset(zone: TimeZone) -> tuple[datetime | None, TimeZone] | None:
+    """For a named zone whose UTC offset no longer changes (Asia/Kolkata; Asia/Shanghai since 1991): the moment
+    after which every bucket holding data is the same in the zone as in its offset (None: any bucket), and the
+    offset as a zone of the same name. None for a zone with changes to come (DST) or an offset already.
+
+    Offsets are sampled weekly from 1969 (an offset lasts months or years), as offsets_in_steps does; the moment
+    is the first sample after the last change plus the longest bucket, so that a bucket holding only data from
+    then on starts after the change too. Since 1969 a bucket of data (from 1970 on) always starts after it."""
+    if zone.fixed:
+        return None
+    moment, last = datetime(1969, 1, 1, 12, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
+    offset, changed = moment.astimezone(zone.tzinfo).utcoffset(), None
+    while moment < last:
+        moment += timedelta(days=7)
+        current = moment.astimezone(zone.tzinfo).utcoffset()
+        if current != offset:
+            offset, changed = current, moment
+    if offset is None or offset % timedelta(minutes=1) or changed is not None and changed > datetime.now(timezone.utc):
+        return None
+    since = None if changed is None else changed + LONGEST_BUCKET
+    if not offset:
+        return since, TimeZone(zone.name, timezone.utc, "UTC", fixed=True)
+    return since, offset_zone(zone.name, offset)
 
 
 @lru_cache(maxsize=4096)
