@@ -374,21 +374,23 @@ async def test_fill_refuses_a_page_it_would_make_too_long(query_stub: query_pb2_
 def test_a_zone_whose_offset_no_longer_changes_has_a_constant_offset_from_a_moment() -> None:
     from marketdata.query.intervals import constant_offset, parse_time_zone
 
-    def of(name: str) -> tuple[str | None, str, str] | None:
+    def of(name: str) -> tuple[datetime | None, str, str] | None:
         constant = constant_offset(parse_time_zone(name))
-        if constant is None:
-            return None
-        since, zone = constant
-        return (since and since.date().isoformat()), zone.name, zone.sql_name
+        return None if constant is None else (constant[0], constant[1].name, constant[1].sql_name)
 
-    # Kolkata and Tokyo have not changed since 1969; Shanghai changed last in September 1991, Caracas in May
-    # 2016: a bucket holding data from a year later starts after the change. DST zones and offsets have none.
+    # Kolkata and Tokyo have not changed since 1969. DST zones and offsets have no constant offset.
     assert of("Asia/Kolkata") == (None, "Asia/Kolkata", "<+05:30>-05:30")
     assert of("Asia/Tokyo") == (None, "Asia/Tokyo", "<+09:00>-09:00")
-    assert of("Asia/Shanghai") == ("1992-09-18", "Asia/Shanghai", "<+08:00>-08:00")
-    assert of("America/Caracas") == ("2017-05-05", "America/Caracas", "<-04:00>+04:00")
     assert of("Europe/Berlin") is None and of("America/New_York") is None
     assert of("+05:30") is None and of("UTC") is None
+    # Shanghai's summer time ended last on 1991-09-15 at 02:00 (+09:00); Caracas went from -04:30 to -04:00 on
+    # 2016-05-01 at 02:30. From a year (the longest bucket) after the change, late by less than the week between
+    # two samples of the offset, a bucket holding data starts after the change.
+    for name, sql_name, change in (("Asia/Shanghai", "<+08:00>-08:00", datetime(1991, 9, 14, 17, tzinfo=UTC)),
+                                   ("America/Caracas", "<-04:00>+04:00", datetime(2016, 5, 1, 7, tzinfo=UTC))):
+        since, *zone = of(name)
+        assert zone == [name, sql_name]
+        assert change + timedelta(days=366) <= since < change + timedelta(days=373)
 
 
 def test_the_contract_pattern_of_interval_is_the_services_rule() -> None:

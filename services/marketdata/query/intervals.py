@@ -128,20 +128,26 @@ def constant_offset(zone: TimeZone) -> tuple[datetime | None, TimeZone] | None:
     after which every bucket holding data is the same in the zone as in its offset (None: any bucket), and the
     offset as a zone of the same name. None for a zone with changes to come (DST) or an offset already.
 
-    Offsets are sampled weekly from 1969 (an offset lasts months or years), as offsets_in_steps does; the moment
-    is the first sample after the last change plus the longest bucket, so that a bucket holding only data from
-    then on starts after the change too. Since 1969 a bucket of data (from 1970 on) always starts after it."""
+    Offsets are sampled weekly from now to 2100, then back to 1969 (an offset lasts months or years), as
+    offsets_in_steps does; the moment is the first sample after the last change plus the longest bucket, so that
+    a bucket holding only data from then on starts after the change too. Since 1969 a bucket of data (from 1970
+    on) always starts after it."""
     if zone.fixed:
         return None
-    moment, last = datetime(1969, 1, 1, 12, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-    offset, changed = moment.astimezone(zone.tzinfo).utcoffset(), None
-    while moment < last:
-        moment += timedelta(days=7)
-        current = moment.astimezone(zone.tzinfo).utcoffset()
-        if current != offset:
-            offset, changed = current, moment
-    if offset is None or offset % timedelta(minutes=1) or changed is not None and changed > datetime.now(timezone.utc):
+    week, now = timedelta(days=7), datetime.now(timezone.utc)
+    offset = now.astimezone(zone.tzinfo).utcoffset()
+    if offset is None or offset % timedelta(minutes=1):
         return None
+    moment = now
+    while moment < datetime(2100, 1, 1, tzinfo=timezone.utc):  # a DST zone stops at its next switch
+        moment += week
+        if moment.astimezone(zone.tzinfo).utcoffset() != offset:
+            return None
+    moment, changed = now, None
+    while changed is None and moment > datetime(1969, 1, 1, tzinfo=timezone.utc):
+        if (moment - week).astimezone(zone.tzinfo).utcoffset() != offset:
+            changed = moment
+        moment -= week
     since = None if changed is None else changed + LONGEST_BUCKET
     if not offset:
         return since, TimeZone(zone.name, timezone.utc, "UTC", fixed=True)
