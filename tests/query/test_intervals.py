@@ -23,13 +23,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from marketdata.bench.measure import FOLD_TICKS
 from marketdata.common.errors import field_violations_of
+from marketdata.query.history import History, parse_history_request
 from marketdata.query.intervals import parse_interval
 from marketdata.v1 import market_pb2, query_pb2, query_pb2_grpc
 from tests.query.helpers import UTC, insert_symbol, new_symbol
 
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
              "10m", "45m", "3h", "2d", "2w", "3M")
-ZONES = ("UTC", "Europe/Berlin", "America/New_York", "+08:00", "+05:30", "-03:00", "Asia/Shanghai", "Asia/Kolkata")
+# Asia/Shanghai is read as +08:00 (no candle before 1992); Australia/Adelaide (+09:30 / +10:30) groups half hours
+# in a zone with DST; +05:37 groups minutes.
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "+08:00", "+05:30", "-03:00", "Asia/Shanghai",
+         "Australia/Adelaide", "+05:37")
 # Spans with both DST switches of Berlin (Mar 29, Oct 25 2026) and New York (Mar 8, Nov 1 2026).
 SPANS = ((datetime(2026, 3, 5, 17, tzinfo=UTC), datetime(2026, 4, 2, 3, tzinfo=UTC)),
          (datetime(2026, 10, 22, 9, tzinfo=UTC), datetime(2026, 11, 3, 5, tzinfo=UTC)))
@@ -202,10 +206,12 @@ async def test_day_candle_across_a_dst_switch_lasts_23_or_25_hours(
 
 
 async def test_a_zone_is_read_with_its_past_offsets_where_the_symbols_candles_reach_them(
-        query_stub: query_pb2_grpc.QueryServiceStub, db: asyncpg.Connection) -> None:
+        query_stub: query_pb2_grpc.QueryServiceStub, db: asyncpg.Connection, database_url: str,
+        market: tuple[str, list[Trade]]) -> None:
     """Asia/Shanghai has been +08:00 since 1991 and is read as +08:00 for a symbol whose candles are all later
     (the zones of test_every_interval_in_every_zone); its summers from 1986 to 1991 were +09:00. A symbol with
     trades in 1988 (summer time from April 10 to September 11) gets that year's local days, weeks and months."""
+    recent_symbol, _ = market
     rng = random.Random(1988)
     symbol = new_symbol()
     trades = []
@@ -224,6 +230,16 @@ async def test_a_zone_is_read_with_its_past_offsets_where_the_symbols_candles_re
     summer_day = (await history(query_stub, symbol, interval="1d", time_zone="Asia/Shanghai", limit=1,
                                 from_time=ts(datetime(1988, 6, 1, tzinfo=UTC)), order="asc")).candles[0]
     assert summer_day.time.ToDatetime(tzinfo=UTC) == datetime(1988, 6, 1, 15, tzinfo=UTC)  # midnight at +09:00
+    # Which zone the reads use: the name for this symbol, +08:00 for one whose candles are all recent.
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        reads = History(pool)
+        for candles_of, read_in in ((symbol, "Asia/Shanghai"), (recent_symbol, "<+08:00>-08:00")):
+            query, _ = parse_history_request(query_pb2.GetHistoryRequest(
+                symbol=candles_of, interval="1d", time_zone="Asia/Shanghai"), 5000)
+            assert (await reads._in_constant_offset(query, None)).time_zone.sql_name == read_in, candles_of
+    finally:
+        await pool.close()
 
 
 async def test_weeks_start_on_monday_and_months_on_the_first(query_stub: query_pb2_grpc.QueryServiceStub,
@@ -241,7 +257,8 @@ async def test_weeks_start_on_monday_and_months_on_the_first(query_stub: query_p
 
 @pytest.mark.parametrize(("interval", "zone"), [("1m", "UTC"), ("5m", "Europe/Berlin"), ("15m", "+05:30"),
                                                 ("1h", "America/New_York"), ("4h", "Europe/Berlin"), ("1d", "UTC"),
-                                                ("1d", "+08:00"), ("1w", "UTC")])
+                                                ("1d", "+08:00"), ("1w", "UTC"), ("1d", "Asia/Shanghai"),
+                                                ("1w", "Europe/Berlin")])
 async def test_paging_forward_and_backward_covers_a_range_exactly_once(
         query_stub: query_pb2_grpc.QueryServiceStub, market: tuple[str, list[Trade]], interval: str,
         zone: str) -> None:
@@ -372,7 +389,7 @@ async def test_fill_refuses_a_page_it_would_make_too_long(query_stub: query_pb2_
 
 
 def test_a_zone_whose_offset_no_longer_changes_has_a_constant_offset_from_a_moment() -> None:
-    from marketdata.query.intervals import constant_offset, parse_time_zone
+    from marketdata.query.intervals import LONGEST_BUCKET, constant_offset, parse_time_zone
 
     def of(name: str) -> tuple[datetime | None, str, str] | None:
         constant = constant_offset(parse_time_zone(name))
@@ -384,13 +401,13 @@ def test_a_zone_whose_offset_no_longer_changes_has_a_constant_offset_from_a_mome
     assert of("Europe/Berlin") is None and of("America/New_York") is None
     assert of("+05:30") is None and of("UTC") is None
     # Shanghai's summer time ended last on 1991-09-15 at 02:00 (+09:00); Caracas went from -04:30 to -04:00 on
-    # 2016-05-01 at 02:30. From a year (the longest bucket) after the change, late by less than the week between
-    # two samples of the offset, a bucket holding data starts after the change.
+    # 2016-05-01 at 02:30. From the longest bucket after the change, late by less than the week between two
+    # samples of the offset, a bucket holding data starts after the change.
     for name, sql_name, change in (("Asia/Shanghai", "<+08:00>-08:00", datetime(1991, 9, 14, 17, tzinfo=UTC)),
                                    ("America/Caracas", "<-04:00>+04:00", datetime(2016, 5, 1, 7, tzinfo=UTC))):
         since, *zone = of(name)
         assert zone == [name, sql_name]
-        assert change + timedelta(days=366) <= since < change + timedelta(days=373)
+        assert change + LONGEST_BUCKET <= since < change + LONGEST_BUCKET + timedelta(days=7)
 
 
 def test_the_contract_pattern_of_interval_is_the_services_rule() -> None:
@@ -406,7 +423,8 @@ def test_the_contract_pattern_of_interval_is_the_services_rule() -> None:
     assert pattern.match("") and not pattern.match("01m")
 
 
-@pytest.mark.parametrize(("interval", "zone"), [("1m", "UTC"), ("5m", "UTC"), ("1h", "Europe/Berlin"), ("1M", "+08:00")])
+@pytest.mark.parametrize(("interval", "zone"), [("1m", "UTC"), ("5m", "UTC"), ("1h", "Europe/Berlin"), ("1M", "+08:00"),
+                                                ("1d", "Asia/Shanghai"), ("1w", "Europe/Berlin")])
 async def test_numbers_string_gives_the_exact_decimals(query_stub: query_pb2_grpc.QueryServiceStub,
                                                         market: tuple[str, list[Trade]], interval: str,
                                                         zone: str) -> None:

@@ -28,8 +28,9 @@ Candles and SMA10
   the tier's rows at its edges (cover_tier): a Europe/Berlin day reads 9 rows instead of 24, a week 30 instead
   of 168.
 * A named zone whose offset no longer changes is read as that offset (History._in_constant_offset) when the
-  symbol has no candle before its last change: Asia/Shanghai (+08:00 since 1991) then reads days as 6 rows of
-  ohlc_4h, as +08:00 does, instead of 24 of ohlc_1h, which its summers of 1986-1991 (+09:00) would need.
+  symbol has no candle from before a year after its last change: Asia/Shanghai (+08:00 since 1991) then reads
+  days as 6 rows of ohlc_4h, as +08:00 does, instead of 24 of ohlc_1h, which its summers of 1986-1991
+  (+09:00) would need.
 * SMA10 = avg(close) over the candle and the 9 candles before it at the same interval, NULL unless all 10
   exist. Intervals without trades have no candle, so SMA10 counts candles, not clock intervals.
 
@@ -532,13 +533,16 @@ _TIER_ROWS = "{tier} WHERE symbol = $1 AND bucket >= w.bin AND bucket < {end_w}"
 # A walked bucket's rows, covered: the whole rows of a coarser tier (`cover`, UTC-aligned, its step a multiple of
 # the tier's) that fit in the bucket, and the tier's rows before and after them. A winter day in Europe/Berlin is
 # 9 rows (1 + 3 of 6 hours + 5) instead of 24, a month about 53 instead of 720. Every row lies within its own
-# bucket and the three ranges do not overlap, so the aggregates are the same as over the tier alone. Without a
-# whole cover row in the bucket, head_end = tail_start = bin_end: the tier's rows alone. OFFSET 0 keeps the
-# bucket's end computed once: PostgreSQL would otherwise copy its time zone arithmetic into every range.
+# bucket and the three ranges do not overlap, so the aggregates are the same as over the tier alone (where
+# retention dropped a fine tier's partitions, ohlc_1m, the cover's rows are kept: a bucket the walk still finds
+# is then more complete). Without a whole cover row in the bucket, head_end = tail_start = bin_end: the tier's
+# rows alone. OFFSET 0 keeps the bucket's end computed once: PostgreSQL would otherwise copy its time zone
+# arithmetic into every range.
 _COVERED_ROWS = """(
-        SELECT bin_end, CASE WHEN lo < hi THEN lo ELSE bin_end END AS head_end,
-               CASE WHEN lo < hi THEN hi ELSE bin_end END AS tail_start
-        FROM (SELECT bin_end, {cover_ceil} AS lo, {cover_floor} AS hi
+        SELECT bin_end,
+               CASE WHEN first_whole < after_whole THEN first_whole ELSE bin_end END AS head_end,
+               CASE WHEN first_whole < after_whole THEN after_whole ELSE bin_end END AS tail_start
+        FROM (SELECT bin_end, {cover_ceil} AS first_whole, {cover_floor} AS after_whole
               FROM (SELECT {end_w} AS bin_end OFFSET 0) e) b) c
     CROSS JOIN LATERAL (
         SELECT {row} FROM {tier} WHERE symbol = $1 AND bucket >= w.bin AND bucket < c.head_end
@@ -928,9 +932,9 @@ class History:
         """The query in its zone's offset when the symbol's candles all lie where that offset no longer changes
         (intervals.constant_offset): the same buckets, read as an offset's are, from the coarsest tier the offset
         aligns with and with fixed-length arithmetic (Asia/Shanghai 1d: 6 rows of ohlc_4h a day instead of 24
-        of ohlc_1h, as +08:00)."""
+        of ohlc_1h, as +08:00). Candles that are a tier's own rows (1m) gain nothing: no probe for them."""
         constant = constant_offset(q.time_zone)
-        if constant is None:
+        if constant is None or _source(q)[2] == 1:
             return q
         since, zone = constant
         if since is not None and (await self._fetch(CANDLES_BEFORE_SQL, q.symbol, since, deadline=deadline))[0][0]:
@@ -939,7 +943,8 @@ class History:
 
     async def _candles(self, q: HistoryQuery, deadline: float | None) -> list[asyncpg.Record]:
         """The page's candles, oldest first. An ascending page is read as the descending page that ends where
-        the ascending one does."""
+        the ascending one does. The caller keeps its query (the zone's name for the answer, the page token and
+        the gaps it fills): the zone read here may be its offset, whose buckets are the same."""
         q = await self._in_constant_offset(q, deadline)
         end = q.end
         if q.order == "asc":

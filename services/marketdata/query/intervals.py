@@ -118,8 +118,8 @@ def offset_zone(name: str, offset: timedelta) -> TimeZone:
     return TimeZone(name, timezone(offset), posix, fixed=True)
 
 
-# The longest bucket: 12M (366 days at most) or 52w.
-LONGEST_BUCKET = timedelta(days=366)
+# At least the longest bucket (12M: 366 days; 52w: 364).
+LONGEST_BUCKET = timedelta(days=max(31 * UNIT_LIMITS["M"], 7 * UNIT_LIMITS["w"], UNIT_LIMITS["d"]))
 
 
 @lru_cache(maxsize=512)
