@@ -123,32 +123,35 @@ LONGEST_BUCKET = timedelta(days=max(31 * UNIT_LIMITS["M"], 7 * UNIT_LIMITS["w"],
 
 
 @lru_cache(maxsize=512)
+def _offset_changes(zone: TimeZone) -> tuple[tuple[datetime, timedelta | None], ...]:
+    """The named zone's UTC offset from 1969 to 2100: (the first week with it, the offset) at the start and after
+    each change, sampled weekly (an offset lasts months or years). From 1969: a bucket of data (from 1970 on)
+    may start in it."""
+    moment, last = datetime(1969, 1, 1, 12, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
+    changes = [(moment, moment.astimezone(zone.tzinfo).utcoffset())]
+    while moment < last:
+        moment += timedelta(days=7)
+        offset = moment.astimezone(zone.tzinfo).utcoffset()
+        if offset != changes[-1][1]:
+            changes.append((moment, offset))
+    return tuple(changes)
+
+
+@lru_cache(maxsize=512)
 def constant_offset(zone: TimeZone) -> tuple[datetime | None, TimeZone] | None:
     """For a named zone whose UTC offset no longer changes (Asia/Kolkata; Asia/Shanghai since 1991): the moment
     after which every bucket holding data is the same in the zone as in its offset (None: any bucket), and the
     offset as a zone of the same name. None for a zone with changes to come (DST) or an offset already.
 
-    Offsets are sampled weekly from now to 2100, then back to 1969 (an offset lasts months or years), as
-    offsets_in_steps does; the moment is the first sample after the last change plus the longest bucket, so that
-    a bucket holding only data from then on starts after the change too. Since 1969 a bucket of data (from 1970
-    on) always starts after it."""
+    The moment is the first week after the last change plus the longest bucket, so that a bucket holding only
+    data from then on starts after the change too."""
     if zone.fixed:
         return None
-    week, now = timedelta(days=7), datetime.now(timezone.utc)
-    offset = now.astimezone(zone.tzinfo).utcoffset()
-    if offset is None or offset % timedelta(minutes=1):
+    changes = _offset_changes(zone)
+    changed, offset = changes[-1]
+    if changed > datetime.now(timezone.utc) or offset is None or offset % timedelta(minutes=1):
         return None
-    moment = now
-    while moment < datetime(2100, 1, 1, tzinfo=timezone.utc):  # a DST zone stops at its next switch
-        moment += week
-        if moment.astimezone(zone.tzinfo).utcoffset() != offset:
-            return None
-    moment, changed = now, None
-    while changed is None and moment > datetime(1969, 1, 1, tzinfo=timezone.utc):
-        if (moment - week).astimezone(zone.tzinfo).utcoffset() != offset:
-            changed = moment
-        moment -= week
-    since = None if changed is None else changed + LONGEST_BUCKET
+    since = changed + LONGEST_BUCKET if len(changes) > 1 else None
     if not offset:
         return since, TimeZone(zone.name, timezone.utc, "UTC", fixed=True)
     return since, offset_zone(zone.name, offset)
@@ -157,16 +160,10 @@ def constant_offset(zone: TimeZone) -> tuple[datetime | None, TimeZone] | None:
 @lru_cache(maxsize=4096)
 def offsets_in_steps(zone: TimeZone, step: timedelta) -> bool:
     """Whether every local boundary of `step` (a stored tier's length) in the zone is a UTC one: its offset was a
-    multiple of step at every moment from 1970 to 2100 (sampled weekly; an offset lasts months or years)."""
+    multiple of step at every moment from 1969 to 2100 (_offset_changes)."""
     if isinstance(zone.tzinfo, timezone):
         return zone.tzinfo.utcoffset(None) % step == timedelta(0)
-    moment, last = datetime(1970, 1, 1, 12, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-    while moment < last:
-        offset = moment.astimezone(zone.tzinfo).utcoffset()
-        if offset is None or offset % step:
-            return False
-        moment += timedelta(days=7)
-    return True
+    return all(offset is not None and not offset % step for _, offset in _offset_changes(zone))
 
 
 TIME_ZONE_RULE = 'must be an IANA time zone name (e.g. "Europe/Berlin") or an offset like "+08:00"'
