@@ -429,6 +429,9 @@ _AGGREGATES = """(min(ARRAY[extract(epoch FROM bucket), open]))[2] AS open,
            sum(taker_buy_volume) AS taker_buy_volume,
            sum(taker_buy_turnover) AS taker_buy_turnover"""
 
+# The tier columns _AGGREGATES reads.
+_AGGREGATED = "bucket, open, high, low, close, volume, trades, turnover, taker_buy_volume, taker_buy_turnover"
+
 _VWAP = "(CASE WHEN volume > 0 THEN turnover / volume ELSE close END)"
 
 # Over few tier rows per bucket (at most RECENT_BINS_MAX_ROWS of its tier): a bucket holds at most $7 rows (the
@@ -437,8 +440,7 @@ _VWAP = "(CASE WHEN volume > 0 THEN turnover / volume ELSE close END)"
 # cut off and are dropped. SMA10 newest-first, then the page: buckets >= $3, at most $5. Rows come newest first.
 _RECENT_BINS = """
 WITH newest AS (
-    SELECT {start} AS bin, bucket, open, high, low, close, volume, trades, turnover, taker_buy_volume,
-           taker_buy_turnover
+    SELECT {start} AS bin, {aggregated}
     FROM {tier}
     WHERE symbol = $1 AND bucket < ({hi})
     ORDER BY bucket DESC
@@ -545,12 +547,11 @@ _COVERED_ROWS = """(
         FROM (SELECT bin_end, {cover_ceil} AS first_whole, {cover_floor} AS after_whole
               FROM (SELECT {end_w} AS bin_end OFFSET 0) e) b) c
     CROSS JOIN LATERAL (
-        SELECT {row} FROM {tier} WHERE symbol = $1 AND bucket >= w.bin AND bucket < c.head_end
+        SELECT {aggregated} FROM {tier} WHERE symbol = $1 AND bucket >= w.bin AND bucket < c.head_end
       UNION ALL
-        SELECT {row} FROM {cover} WHERE symbol = $1 AND bucket >= c.head_end AND bucket < c.tail_start
+        SELECT {aggregated} FROM {cover} WHERE symbol = $1 AND bucket >= c.head_end AND bucket < c.tail_start
       UNION ALL
-        SELECT {row} FROM {tier} WHERE symbol = $1 AND bucket >= c.tail_start AND bucket < c.bin_end) covered"""
-_ROW = "bucket, open, high, low, close, volume, trades, turnover, taker_buy_volume, taker_buy_turnover"
+        SELECT {aggregated} FROM {tier} WHERE symbol = $1 AND bucket >= c.tail_start AND bucket < c.bin_end) covered"""
 
 
 def _derived(template: str, kind: str, tier: str = "ohlc_1m", cover: str | None = None) -> str:
@@ -560,11 +561,11 @@ def _derived(template: str, kind: str, tier: str = "ohlc_1m", cover: str | None 
     else:
         step = f"{TIER_MINUTES[cover]} minutes"
         bucket_rows = _COVERED_ROWS.format(
-            tier=tier, cover=cover, row=_ROW, end_w=end_w, cover_floor=utc_bucket(step, "bin_end"),
+            tier=tier, cover=cover, aggregated=_AGGREGATED, end_w=end_w, cover_floor=utc_bucket(step, "bin_end"),
             cover_ceil=utc_bucket(step, f"w.bin + interval '{step}' - interval '1 microsecond'"))
     return template.format(
         tier=tier, start=_start("bucket", kind), start_o=_start("o.bucket", kind), end_p=_end("p.bin", kind),
-        end_w=end_w, hi=_hi(kind), bucket_rows=bucket_rows,
+        end_w=end_w, hi=_hi(kind), bucket_rows=bucket_rows, aggregated=_AGGREGATED,
         aggregates=_AGGREGATES, columns=_candle_columns(f"extract(epoch FROM {_end('bucket', kind)})::int8", _VWAP,
                                                    float8_copies=False))
 
