@@ -23,7 +23,7 @@ from tests.support.stack import EdgeStack
 RUNS = [  # (mode, examples, send the API key)
     (GenerationMode.POSITIVE, 200, True),
     (GenerationMode.NEGATIVE, 120, True),
-    (GenerationMode.POSITIVE, 60, False),  # enough for every one of the 8 operations to be drawn
+    (GenerationMode.POSITIVE, 90, False),  # enough for every one of the 8 operations to be drawn
 ]
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import httpx
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from marketdata.codegen import openapi
 from marketdata.common import rules
@@ -99,6 +101,25 @@ def test_schemas_follow_the_protobuf_json_mapping() -> None:
     assert tick["price"]["description"].startswith("Trade price: finite, from 1e-12 to 1e12")
 
 
+@pytest.mark.parametrize("text", [
+    "1970-01-01T00:00:00Z", "1970-01-01T12:00:00Z", "1970-01-02T00:30:00+01:00", "1970-01-15T08:00:00Z",
+    "1970-03-01T12:00:00Z", "1970-01-01T05:00:00-03:00", "1969-12-31T23:30:00-01:00", "1999-12-31T23:59:59Z",
+    "2026-03-01T10:20:30.123456789Z", "9999-12-31T23:59:59Z",
+    "1969-12-31T23:59:59Z", "1969-12-31T23:30:00+01:00", "1969-06-01T00:00:00Z", "0001-01-01T00:00:00Z",
+    "1960-01-01T00:00:00Z", "1800-01-01T00:00:00Z",
+])
+def test_the_event_time_pattern_never_refuses_a_time_the_rule_takes(text: str) -> None:
+    """The proto's rule is "not before the epoch" (timestamp.gte 0). Only a bound the text shows on its face
+    can be a pattern: it refuses the years before, and the service judges the day either side of the epoch."""
+    pattern = re.compile(SCHEMAS["TickInput"]["properties"]["eventTime"]["pattern"])
+    moment = Timestamp()
+    moment.FromJsonString(text)
+    if moment.seconds >= 0:
+        assert pattern.search(text), text
+    elif not text.startswith("1969-12-31T"):
+        assert not pattern.search(text), text
+
+
 def test_request_schemas_carry_the_buf_validate_rules_of_the_proto() -> None:
     """The rules are written once, as buf.validate annotations; the document shows each of them."""
     tick = SCHEMAS["TickInput"]["properties"]
@@ -127,10 +148,15 @@ def test_every_error_response_is_a_problem() -> None:
     for path, methods in DOCUMENT["paths"].items():
         for method, spec in methods.items():
             for code, response in spec["responses"].items():
-                if code != "200":
+                if code not in ("200", "304"):
                     ref = response["$ref"].rsplit("/", 1)[-1]
                     content = DOCUMENT["components"]["responses"][ref]["content"]
                     assert list(content) == ["application/problem+json"], (path, method, code)
+    # The one operation answered with an ETag documents it, and its 304.
+    history = operation("/api/v1/ticks/{symbol}/history", "get")["responses"]
+    assert "ETag" in history["200"]["headers"] and "content" not in history["304"]
+    assert [path for path, methods in DOCUMENT["paths"].items()
+            if any("304" in spec["responses"] for spec in methods.values())] == ["/api/v1/ticks/{symbol}/history"]
 
 
 # ---- served routes ↔ annotated RPCs ---------------------------------------------------------------------------

@@ -72,6 +72,17 @@ def test_large_json_is_gzipped_small_json_is_not(edge_stack: EdgeStack, traded: 
     assert b"200" in status and "content-encoding" not in headers  # under the threshold
 
 
+@pytest.mark.parametrize(("accept", "gzipped"), [
+    ("gzip;q=0, identity", False), ("identity", False), ("*;q=0", False), ("br, gzip;q=0.5", True),
+    ("GZIP", True), ("*", True), ("*, gzip;q=0", False),
+])
+def test_gzip_follows_the_accept_encoding_weights(edge_stack: EdgeStack, traded: str, accept: str,
+                                                  gzipped: bool) -> None:
+    port = int(edge_stack.base_url.rsplit(":", 1)[1])
+    _, headers, _ = raw_get(port, f"/api/v1/ticks/{traded}/history?view=ohlc1m&limit=100", {"accept-encoding": accept})
+    assert (headers.get("content-encoding") == "gzip") is gzipped, headers
+
+
 def test_event_streams_are_never_gzipped(edge_stack: EdgeStack, symbol: str) -> None:
     with httpx.stream("GET", f"{edge_stack.base_url}/realtime/ticks", params={"symbol": symbol},
                       headers={"accept-encoding": "gzip"}, timeout=10) as response:
@@ -104,6 +115,14 @@ def test_closed_pages_are_cacheable_and_revalidate_with_etag(edge_stack: EdgeSta
                       headers={"if-none-match": closed.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == closed.headers["etag"]
+    # Weak: the page is the same whether it travels gzip-compressed or not, so the tag is the same too.
+    port = int(base.rsplit(":", 1)[1])
+    _, zipped, _ = raw_get(port, str(closed.request.url).removeprefix(base), {"accept-encoding": "gzip"})
+    assert zipped["content-encoding"] == "gzip" and zipped["etag"] == closed.headers["etag"]
+    assert closed.headers["etag"].startswith('W/"')
+    anything = httpx.get(f"{base}/api/v1/ticks/{traded}/history", params={"interval": "5m", "to": past},
+                         headers={"if-none-match": "*"})
+    assert anything.status_code == 304
     latest = httpx.get(f"{base}/api/v1/ticks/{traded}/history", params={"interval": "1m"})
     assert latest.headers["cache-control"] == "no-cache" and latest.headers["etag"]
 

@@ -192,6 +192,35 @@ def test_retried_batch_and_repeated_ticks_are_reported_as_duplicates(ingest, sym
     assert (retry.accepted, retry.duplicates) == (0, 6)  # JetStream recognised the retried batch
 
 
+def test_a_trade_id_reused_at_another_time_is_two_trades_in_one_batch_or_two(  # type: ignore[no-untyped-def]
+        ingest, pipeline: Stack, database_url: str) -> None:
+    """Ingest counts duplicates by the key storage keeps them by (symbol, event time, trade id): what is stored
+    does not depend on how a producer cut its batches."""
+    together, apart = new_symbol("RT"), new_symbol("RA")
+    pipeline.seed_symbols(together, apart)
+    at = time.time() - 60
+    first, later = tick(together, "reused", at=at), tick(together, "reused", price=101.0, at=at + 2)
+    reply = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[first, later, first]), metadata=KEY, timeout=10)
+    assert (reply.accepted, reply.duplicates) == (2, 1)
+    for n, moment in enumerate((at, at + 2, at)):
+        reply = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[
+            tick(apart, "reused", price=100.0 + n % 2, at=moment)]), metadata=KEY, timeout=10)
+        # The third is the first again, in a batch of its own: JetStream knows it, and it is counted once.
+        assert (reply.accepted, reply.duplicates) == ((1, 0) if n < 2 else (0, 1))
+
+    async def stored() -> dict[str, int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT symbol, count(*) AS n FROM ticks_history WHERE symbol = ANY($1) "
+                                    "GROUP BY symbol", [together, apart])
+            return {row["symbol"]: row["n"] for row in rows}
+        finally:
+            await conn.close()
+
+    wait_for(lambda: asyncio.run(stored()) == {together: 2, apart: 2}, 30, interval=0.3,
+             message="two ticks of each symbol in ticks_history")
+
+
 def test_stream_ticks_sums_batches_and_keeps_earlier_batches_on_error(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
     def requests(bad_last: bool):  # type: ignore[no-untyped-def]
         for n in range(3):

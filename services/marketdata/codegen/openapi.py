@@ -48,6 +48,9 @@ API_KEY_SCHEME = "ApiKey"
 # service itself, the edge only requires that one is sent.
 API_KEY_SERVICES = frozenset({f"{PACKAGE}.IngestService"})
 
+# Responses the edge tags with an ETag and answers with 304 when If-None-Match names it (edge/gateway.py).
+REVALIDATED_RESPONSES = frozenset({f"{PACKAGE}.GetHistoryResponse"})
+
 # Symbols per /realtime/ticks stream (edge/server.py enforces the same number).
 MAX_STREAM_SYMBOLS = 50
 
@@ -354,6 +357,12 @@ class _Builder:
                    for code in [*ERROR_RESPONSES, *(_EXTRA_ERRORS if secured else ())]},
             },
         }
+        if route.output_type.lstrip(".") in REVALIDATED_RESPONSES:
+            operation["responses"]["200"]["headers"] = {"ETag": {
+                "description": "A weak tag of the page; send it in If-None-Match to revalidate.",
+                "schema": {"type": "string"}}}
+            operation["responses"]["304"] = {
+                "description": "Not modified: the page is still the one the If-None-Match tag names (no body)."}
         if route.body:
             if route.body == "*":
                 schema = self.ref(route.input_type, True)
@@ -393,7 +402,7 @@ def absent_is_invalid(field: descriptor_pb2.FieldDescriptorProto) -> bool:
 # JSON Schema keywords of the buf.validate rules of a scalar kind: (rule, keyword, exclusive keyword).
 _BOUNDS = (("gte", "minimum", None), ("gt", "minimum", "exclusiveMinimum"),
            ("lte", "maximum", None), ("lt", "maximum", "exclusiveMaximum"))
-_FROM_EPOCH_PATTERN = r"^(1970-(0[2-9]|1[0-2]|01-(0[2-9]|[12][0-9]|3[01]))|197[1-9]|19[89][0-9]|[2-9][0-9]{3})-"
+_FROM_EPOCH_PATTERN = r"^(1969-12-31T|(19[7-9][0-9]|[2-9][0-9]{3})-)"
 _NUMERIC_RULES = ("double", "float", "int32", "int64", "uint32", "uint64", "sint32", "sint64",
                   "fixed32", "fixed64", "sfixed32", "sfixed64")
 
@@ -415,7 +424,9 @@ def _constrained(schema: dict[str, Any], rules: validate_pb2.FieldRules) -> dict
         if getattr(typed, "in"):
             schema["enum"] = list(getattr(typed, "in"))
     elif kind == "timestamp" and typed.HasField("gte") and typed.gte.seconds == 0 and typed.gte.nanos == 0:
-        # Not before the epoch, as a pattern on the RFC 3339 text: from 1970-01-02 on (whatever the offset).
+        # Not before the epoch, as a pattern on the RFC 3339 text: the years from 1970 and the last day of 1969
+        # (a time of it is after the epoch in a negative offset). The pattern never refuses a time the rule
+        # takes; the service judges the two days around the epoch exactly.
         schema["pattern"] = _FROM_EPOCH_PATTERN
     elif kind in _NUMERIC_RULES:
         for rule, keyword, exclusive in _BOUNDS:

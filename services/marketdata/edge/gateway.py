@@ -30,13 +30,14 @@ from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pool, json_format, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
-from jsonschema import FormatChecker, ValidationError
+from jsonschema import Draft4Validator, FormatChecker, ValidationError
+from jsonschema.exceptions import best_match
 from prometheus_client import Histogram
-from starlette.datastructures import URL
+from starlette.datastructures import URL, QueryParams
 from starlette.responses import Response
 
 # Registers every marketdata.v1 service and message in the default descriptor pool.
-from marketdata.codegen.openapi import openapi_path, rule_bindings, path_fields
+from marketdata.codegen.openapi import REVALIDATED_RESPONSES, openapi_path, path_fields, rule_bindings
 from marketdata.common.channels import open_channel
 from marketdata.common.errors import field_violations_of
 from marketdata.v1 import aggregator_pb2, events_pb2, ingest_pb2, market_pb2, query_pb2  # noqa: F401
@@ -75,6 +76,7 @@ HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
     404: grpc.StatusCode.NOT_FOUND,
     405: grpc.StatusCode.UNIMPLEMENTED,
     406: grpc.StatusCode.INVALID_ARGUMENT,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
     409: grpc.StatusCode.ABORTED,
     413: grpc.StatusCode.INVALID_ARGUMENT,
     415: grpc.StatusCode.INVALID_ARGUMENT,
@@ -179,6 +181,19 @@ def field_path(parts: Iterable[Any]) -> str:
     return out
 
 
+def _json_text(value: Any) -> str:
+    """A value as JSON shows it (null, true, [1]), shortened; strings stay quoted as jsonschema quotes them."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, with the value in JSON terms where it names the value's type (not Python's None)."""
+    if error.validator == "type":
+        return f"{_json_text(error.instance)} is not of type {error.validator_value!r}"
+    return error.message
+
+
 def violation_of(error: ValidationError, root: str = "") -> tuple[str, str]:
     path = field_path([*([root] if root else []), *error.absolute_path])
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -190,7 +205,7 @@ def violation_of(error: ValidationError, root: str = "") -> tuple[str, str]:
         match = re.match(r"'([^']+)' is a required property", error.message)
         if match:
             return (f"{path}.{match.group(1)}" if path else match.group(1)), error.message
-    return path, error.message
+    return path, _message(error)
 
 
 def _is_timestamp(value: object) -> bool:
@@ -204,7 +219,11 @@ def _is_timestamp(value: object) -> bool:
     return True
 
 
-# Formats checked in request bodies, so a bad date-time is named with every other bad field at once.
+def _not_json(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON value")
+
+
+# Formats checked in request bodies and parameters, so a bad date-time is named with every other bad field at once.
 BODY_FORMATS = FormatChecker(formats=())
 BODY_FORMATS.checks("date-time")(_is_timestamp)
 
@@ -217,15 +236,18 @@ class EdgeBodyValidator(JSONRequestBodyValidator):
         return Draft4RequestValidator(self._schema, format_checker=BODY_FORMATS)
 
     async def _parse(self, stream: Any, scope: Any) -> Any:
+        raw = b"".join([chunk async for chunk in stream])
         try:
-            return await super()._parse(stream, scope)
-        except ProblemException as exc:
-            raise EdgeProblem(400, f"request body is not valid JSON: {exc.detail}") from None
+            text = raw.decode(self._encoding)
+            # NaN and Infinity are not JSON, though Python's json reads them.
+            return json.loads(text, parse_constant=_not_json) if text else None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            if isinstance(exc, UnicodeDecodeError):
+                raise EdgeProblem(400, f"request body is not valid {self._encoding}: {exc.reason} at byte "
+                                       f"{exc.start}") from None
+            raise EdgeProblem(400, f"request body is not valid JSON: {exc}") from None
         except RecursionError:  # json.loads on arrays or objects nested thousands deep
             raise EdgeProblem(400, "request body is not valid JSON: nested too deeply") from None
-        except UnicodeDecodeError as exc:
-            raise EdgeProblem(400, f"request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}") \
-                from None
 
     def _validate(self, body: Any) -> dict | None:
         if body is None and not self._nullable:
@@ -256,7 +278,16 @@ def body_problem(validator: Any, body: Any, root: str = "") -> EdgeProblem | Non
 
 
 class EdgeParameterValidator(ParameterValidator):
-    """connexion's parameter validation, failing with the edge's problem naming the parameter."""
+    """connexion's parameter validation, failing with the edge's problem naming every bad parameter."""
+
+    @staticmethod
+    def validate_parameter(parameter_type: str, value: Any, param: dict[str, Any],
+                           param_name: str | None = None) -> str | None:
+        """connexion's check of one value, with date-times checked as protobuf reads them (as in bodies)."""
+        if value is None:
+            return "is required" if param.get("required") else None
+        error = best_match(Draft4Validator(param.get("schema", param), format_checker=BODY_FORMATS).iter_errors(value))
+        return None if error is None else _message(error)
 
     def validate_request(self, request: Any) -> None:
         if self.strict_validation:
@@ -265,15 +296,23 @@ class EdgeParameterValidator(ParameterValidator):
                 names = sorted(extra)
                 raise EdgeProblem(400, f"unknown query parameter(s): {', '.join(names)}",
                                   violations=[(name, "unknown query parameter") for name in names])
+        bad: list[tuple[str, str, str]] = []  # (location, name, description)
+        given = QueryParams(request.scope.get("query_string", b""))
         checks = (("query", self.validate_query_parameter), ("path", self.validate_path_parameter),
                   ("header", self.validate_header_parameter), ("cookie", self.validate_cookie_parameter))
         for location, check in checks:
             for param in self.parameters.get(location, []):
-                error = check(param, request)
-                if error:
-                    first_line = str(error).split("\n", 1)[0]
-                    raise EdgeProblem(400, f"invalid {location} parameter {param['name']!r}: {first_line}",
-                                      violations=[(param["name"], first_line)])
+                # A field that is not repeated takes one value (grpc-gateway refuses more too): no silent last-wins.
+                if (location == "query" and param.get("schema", {}).get("type") != "array"
+                        and len(given.getlist(param["name"])) > 1):
+                    bad.append((location, param["name"], "given more than once; this parameter takes one value"))
+                elif error := check(param, request):
+                    bad.append((location, param["name"], str(error).split("\n", 1)[0]))
+        if bad:
+            location, name, description = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise EdgeProblem(400, f"invalid {location} parameter {name!r}: {description}{more}",
+                              violations=[(name, description) for _, name, description in bad])
 
 
 def forward_api_key(api_key: str, required_scopes: Any = None) -> dict[str, str] | None:
@@ -574,12 +613,13 @@ class Gateway:
         token = getattr(response, "next_page_token", "")
         if token and self._url is not None:
             headers["link"] = f'<{next_page_url(self._url(), token)}>; rel="next"'
-        if response.DESCRIPTOR.full_name == "marketdata.v1.GetHistoryResponse":
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            headers["etag"] = etag
+        if response.DESCRIPTOR.full_name in REVALIDATED_RESPONSES:
+            # Weak: the same page is sent gzip-compressed or not (a strong tag names one byte sequence).
+            opaque = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            headers["etag"] = f"W/{opaque}"
             headers["cache-control"] = history_cache_control(request, response, time.time())
             held = {tag.strip().removeprefix("W/") for tag in (self._headers().get("if-none-match") or "").split(",")}
-            if etag in held:
+            if opaque in held or "*" in held:
                 return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
@@ -632,9 +672,14 @@ def rpc_error_response(exc: grpc.aio.AioRpcError, request_type: Descriptor | Non
         violations = field_violations_of(exc)
     except Exception:  # noqa: BLE001 - malformed details must not hide the error itself
         violations = []
-    if request_type is not None:
-        violations = [(json_field_path(request_type, field), description) for field, description in violations]
     detail = exc.details() or code.name
+    if request_type is not None:
+        named = [(field, json_field_path(request_type, field), description) for field, description in violations]
+        violations = [(json_name, description) for _, json_name, description in named]
+        # The summary names the same fields as the violations: in the names of the JSON the client sent.
+        for field, json_name, _ in named:
+            if field != json_name:
+                detail = re.sub(rf"(?<![\w.\]]){re.escape(field)}:", lambda _, name=json_name: f"{name}:", detail)
     if status >= 500:
         log.warning("upstream error", extra={"grpc_code": code.name, "detail": detail})
     return problem_response(status, detail, grpc_code=code, violations=violations)

@@ -65,7 +65,15 @@ from marketdata.edge.gateway import (
     problem_response,
 )
 from marketdata.edge.sse import RETRY_MILLISECONDS, create_feed, encode_frame, frames, open_stream
-from marketdata.edge.webhook import INGEST_SERVICE, TickWebhook, tick_schema_validator
+from marketdata.edge.webhook import (
+    INGEST_SERVICE,
+    BodyTooLarge,
+    ClientGone,
+    TickWebhook,
+    buffered,
+    tick_schema_validator,
+    too_large,
+)
 from marketdata.v1 import query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,7 @@ GZIP_MINIMUM_BYTES = 1024
 # Level 5: most of level 9's ratio on candle JSON at a third of its CPU.
 GZIP_LEVEL = 5
 HEALTH_TIMEOUT_SECONDS = 1.0
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Upstreams without which the edge is not ready (see Edge.readiness).
 READINESS_REQUIRES = frozenset({"marketdata.v1.QueryService"})
 
@@ -240,21 +249,60 @@ class LiveStreamResponse(EventSourceResponse):
 
 # ---- the outermost ASGI layer: request ids, metrics, and a way to abort a stalled connection ----------------
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (RFC 9110: `gzip;q=0` refuses it, `*` admits it unless
+    listed)."""
+    weights = {}
+    for entry in accept_encoding.lower().split(","):
+        coding, _, parameters = entry.partition(";")
+        name, _, value = parameters.strip().partition("=")
+        try:
+            weights[coding.strip()] = float(value) if name.strip() == "q" else 1.0
+        except ValueError:
+            weights[coding.strip()] = 0.0
+    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
+
+
 class EdgeMiddleware:
-    def __init__(self, app: Any, routes: list[tuple[re.Pattern[str], str]], webhook: Any = None) -> None:
+    def __init__(self, app: Any, routes: list[tuple[re.Pattern[str], str]], webhook: Any = None, *,
+                 max_body_bytes: int, body_idle_seconds: float) -> None:
         self.app = app
         self.routes = routes
         self.webhook = webhook
+        self.max_body_bytes = max_body_bytes
+        self.body_idle_seconds = body_idle_seconds
         # JSON above GZIP_MINIMUM_BYTES is compressed for clients that accept gzip (a 5,000-candle page
         # shrinks about 6 times); event streams never are (starlette excludes text/event-stream).
+        self.gzip = GZipMiddleware(self.dispatch, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
         # A SERVER span per request when tracing is on (the webhook's trace starts here).
-        self.handler = trace_http(GZipMiddleware(self.dispatch, minimum_size=GZIP_MINIMUM_BYTES,
-                                                 compresslevel=GZIP_LEVEL), self.route_of)
+        self.handler = trace_http(self.negotiate, self.route_of)
+
+    async def negotiate(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Starlette's GZipMiddleware looks for "gzip" in the header (`gzip;q=0` too, `GZIP` not): it is given
+        # the verdict of accepts_gzip instead.
+        if accepts_gzip(Headers(scope=scope).get("accept-encoding", "")):
+            headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"accept-encoding"]
+            await self.gzip({**scope, "headers": [*headers, (b"accept-encoding", b"gzip")]}, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
 
     async def dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """The tick webhook's hot path (webhook.py) before connexion, everything else through connexion."""
+        """The tick webhook's hot path (webhook.py) before connexion, everything else through connexion, other
+        bodies read first (webhook.buffered: gzip, EDGE_MAX_BODY_BYTES, stalls)."""
+        if scope.get("method") in BODY_METHODS and b"content-type" not in dict(scope.get("headers", ())):
+            # A body without a media type is read as JSON, as grpc-gateway reads it.
+            scope = {**scope, "headers": [*scope.get("headers", ()), (b"content-type", b"application/json")]}
         if self.webhook is not None and TickWebhook.handles(scope):
             await self.webhook(scope, receive, send)
+        elif scope.get("method") in BODY_METHODS:
+            try:
+                scope, receive = await buffered(scope, receive, self.max_body_bytes, self.body_idle_seconds)
+            except ClientGone:
+                return
+            except BodyTooLarge:
+                await too_large(self.max_body_bytes)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -425,7 +473,8 @@ def create_app(edge: Edge) -> Any:
         webhook = CORSMiddleware(webhook, allow_origins=list(edge.settings.cors_origins), allow_methods=["POST"],
                                  allow_headers=["content-type", "content-encoding", "x-api-key", "x-request-id"],
                                  expose_headers=["x-request-id"], max_age=600)
-    return EdgeMiddleware(app, _route_patterns(edge.document), webhook)
+    return EdgeMiddleware(app, _route_patterns(edge.document), webhook, max_body_bytes=edge.settings.edge_max_body_bytes,
+                          body_idle_seconds=edge.settings.request_timeout_seconds)
 
 
 # ---- serving ------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 import msgspec
+from google.protobuf import json_format
 from connexion.json_schema import Draft4RequestValidator
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -47,6 +48,7 @@ from marketdata.edge.gateway import (
     Upstreams,
     body_problem,
     check_api_key_characters,
+    parse_error_violation,
     problem_response,
     rpc_error_response,
     to_json_bytes,
@@ -165,18 +167,25 @@ class ClientGone(Exception):
 
 class BodyReader:
     """The request body as decoded chunks (gzip-decoded when `Content-Encoding: gzip`); each read is given the
-    bytes it may still take, so a gzip bomb is stopped after `limit` decoded bytes, not after inflating."""
+    bytes it may still take, so a gzip bomb is stopped after `limit` decoded bytes, not after inflating. A
+    client that sends nothing for `idle_seconds` is answered 408: a stalled body never holds a connection."""
 
-    def __init__(self, receive: Any, encoding: str, limit: int) -> None:
+    def __init__(self, receive: Any, encoding: str, limit: int, idle_seconds: float) -> None:
         self.receive = receive
         self.limit = limit
+        self.idle_seconds = idle_seconds
         self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
         self.more = True
 
     async def chunk(self, budget: int) -> bytes:
         """The next decoded chunk (b"" at the end); BodyTooLarge when it would exceed `budget` bytes."""
         while self.more:
-            message = await self.receive()
+            try:
+                async with asyncio.timeout(self.idle_seconds):
+                    message = await self.receive()
+            except TimeoutError:
+                raise EdgeProblem(408, f"the request body stalled: nothing arrived for {self.idle_seconds:g} s "
+                                       "(REQUEST_TIMEOUT_SECONDS)", headers={"connection": "close"}) from None
             if message["type"] == "http.disconnect":
                 raise ClientGone
             data = message.get("body", b"")
@@ -232,6 +241,32 @@ class KeyVerdicts:
         self._verdicts.pop(key, None)
 
 
+def too_large(limit: int) -> Response:
+    return problem_response(413, f"request body is larger than {limit} bytes (EDGE_MAX_BODY_BYTES; after gzip "
+                                 "decoding, per line for NDJSON): send smaller batches",
+                            violations=[("body", f"at most {limit} bytes")], headers={"connection": "close"})
+
+
+def body_reader(headers: Headers, receive: Any, limit: int, idle_seconds: float) -> BodyReader:
+    """The reader of a request's body: 415 for a Content-Encoding other than gzip or identity, BodyTooLarge when
+    the declared length already is."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise EdgeProblem(415, f"Content-Encoding {encoding!r} is not supported: send gzip or identity")
+    declared = headers.get("content-length", "")
+    if encoding != "gzip" and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    return BodyReader(receive, encoding, limit, idle_seconds)
+
+
+async def buffered(scope: dict[str, Any], receive: Any, limit: int,
+                   idle_seconds: float) -> tuple[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]]]:
+    """The request with its body read now (gzip-decoded, at most `limit` bytes): what connexion's routes are
+    given, so every body has the tick webhook's limits (size, encoding, stalls)."""
+    reader = body_reader(Headers(scope=scope), receive, limit, idle_seconds)
+    return _replay(scope, await reader.read_all())
+
+
 def _utf8(content_type: str) -> bool:
     """JSON in UTF-8 (no charset, or charset=utf-8): the only encoding msgspec reads."""
     parameters = content_type.lower().replace(" ", "").split(";")[1:]
@@ -259,11 +294,17 @@ def _json_response(message: Any) -> Response:
     return Response(to_json_bytes(message), media_type="application/json")
 
 
-_ITEM_INDEX = re.compile(r"^items\[(\d+)\]")
+_ITEM_INDEX = re.compile(r"(?<![\w.\]])items\[(\d+)\]")
+
+
+# ingest's summary of a StreamTicks batch it refused (ingest/server.py).
+_REJECTED_BATCH = re.compile(r"batch (\d+) rejected \((\d+) ticks of the \d+ earlier batches were accepted\): (.*)",
+                             re.DOTALL)
 
 
 def shift_items(field: str, offset: int) -> str:
-    """`items[3].price` of a batch that starts at tick `offset` of a stream → `items[offset+3].price`."""
+    """`items[3].price` of a batch that starts at tick `offset` of a stream → `items[offset+3].price` (in a
+    field path or a sentence naming fields)."""
     return _ITEM_INDEX.sub(lambda m: f"items[{int(m.group(1)) + offset}]", field) if offset else field
 
 
@@ -318,17 +359,11 @@ class TickWebhook:
             return
         except EdgeProblem as exc:
             response = problem_response(exc.status, exc.detail or "", grpc_code=exc.grpc_code,
-                                        violations=exc.violations)
+                                        violations=exc.violations, headers=exc.headers)
         except BodyTooLarge:
-            response = self._too_large()
+            response = too_large(self.max_body_bytes)
         if response is not None:
             await response(scope, receive, send)
-
-    def _too_large(self) -> Response:
-        limit = self.max_body_bytes
-        return problem_response(413, f"request body is larger than {limit} bytes (EDGE_MAX_BODY_BYTES; after "
-                                     "gzip decoding, per line for NDJSON): send smaller batches",
-                                violations=[("body", f"at most {limit} bytes")], headers={"connection": "close"})
 
     async def _answer(self, scope: dict[str, Any], headers: Headers, receive: Any, send: Any,
                       key: str) -> Response | None:
@@ -336,15 +371,9 @@ class TickWebhook:
         refusal = await self.keys.refusal(key)
         if refusal is not None:
             return rpc_error_response(refusal)
-        encoding = headers.get("content-encoding", "").strip().lower()
-        if encoding not in ("", "identity", "gzip"):
-            raise EdgeProblem(415, f"Content-Encoding {encoding!r} is not supported: send gzip or identity")
-        declared = headers.get("content-length", "")
-        if encoding != "gzip" and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BodyTooLarge
+        reader = body_reader(headers, receive, self.max_body_bytes, self.timeout)
         content_type = headers.get("content-type", "")
         media_type = content_type.split(";", 1)[0].strip().lower()
-        reader = BodyReader(receive, encoding, self.max_body_bytes)
         if media_type == NDJSON:
             return await self._stream_ticks(reader, key)
         body = await reader.read_all()
@@ -471,9 +500,18 @@ class TickWebhook:
         except (*NOT_DECODED, ValueError) as exc:
             description = f"line is not valid JSON: {exc}"
             return EdgeProblem(400, f"invalid request body: {name}: {description}", violations=[(name, description)])
-        return body_problem(self.tick_validator, tick, name) or EdgeProblem(
-            400, f"invalid request body: {name}: send eventTime as YYYY-MM-DDThh:mm:ss[.fraction]Z in a stream",
-            violations=[(name, "send eventTime as YYYY-MM-DDThh:mm:ss[.fraction]Z in a stream")])
+        problem = body_problem(self.tick_validator, tick, name)
+        if problem is not None:
+            return problem
+        # A tick the document takes in a form the fast conversion does not (an offset, an early date): the
+        # generic conversion, as for a JSON body.
+        try:
+            items.append(json_format.ParseDict(tick, market_pb2.Tick()))
+        except json_format.ParseError as exc:
+            field, reason = parse_error_violation(exc)
+            return EdgeProblem(400, f"invalid request body: {name}.{field}: {reason}",
+                               violations=[(f"{name}.{field}", reason)])
+        return None
 
     @staticmethod
     def _shifted(response: Response, exc: grpc.aio.AioRpcError, offsets: list[int]) -> Response:
@@ -481,10 +519,13 @@ class TickWebhook:
         if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
             return response
         body = msgspec.json.decode(response.body)
-        batch = re.match(r"batch (\d+) rejected", body.get("detail", ""))
+        detail = body["detail"]
+        batch = _REJECTED_BATCH.match(detail)
         offset = offsets[int(batch.group(1))] if batch and int(batch.group(1)) < len(offsets) else 0
+        if batch:  # the batches are the edge's cut, not the client's: say it in stream positions
+            detail = f"{shift_items(batch.group(3), offset)}; the {batch.group(2)} ticks before it were accepted"
         violations = [(shift_items(v["field"], offset), v["description"]) for v in body.get("violations", ())]
-        return problem_response(response.status_code, body["detail"], grpc_code=exc.code(), violations=violations)
+        return problem_response(response.status_code, detail, grpc_code=exc.code(), violations=violations)
 
     @staticmethod
     async def _drain(batches: asyncio.Queue[Any]) -> AsyncIterator[Any]:

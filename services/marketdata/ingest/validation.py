@@ -57,7 +57,8 @@ def validate_ticks(
     symbol_status: Callable[[str], bool | None],
     now: float | None = None,
 ) -> tuple[ValidatedBatch, FieldViolations]:
-    """Checks every tick; fills missing trade ids; groups by symbol and drops in-batch duplicates.
+    """Checks every tick; fills missing trade ids; groups by symbol and drops in-batch duplicates (same symbol,
+    event time and trade id: the key ticks_history deduplicates on, so a batch counts what storage keeps).
 
     symbol_status(symbol) is True for an active symbol, False for an inactive one, None for an unknown one.
     """
@@ -78,7 +79,7 @@ def validate_ticks(
     if fast is not None:
         return fast, violations
     # Some tick is invalid: the full pass below names every problem.
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, int, int, str]] = set()
     reported = 0
     problems = 0
     for index, tick in enumerate(ticks):
@@ -95,7 +96,7 @@ def validate_ticks(
             continue  # the batch is rejected anyway: keep looking for problems only
         if not tick.trade_id:
             tick.trade_id = derived_trade_id(tick)
-        key = (symbol, tick.trade_id)
+        key = (symbol, tick.event_time.seconds, tick.event_time.nanos, tick.trade_id)
         if key in seen:
             batch.duplicates += 1
             continue
@@ -166,7 +167,7 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
     by_symbol = batch.by_symbol
     symbols_ok: dict[str, bool] = {}
     sources_ok: dict[str, bool] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, int, int, str]] = set()  # the storage's dedup key (symbol, event_time, trade_id)
     derived: list[tuple[market_pb2.Tick, str]] = []
     max_trade_id = rules_.max_trade_id_length
     for tick in ticks:
@@ -193,7 +194,7 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
         if not trade_id:
             trade_id = derived_trade_id(tick)
             derived.append((tick, trade_id))
-        key = (symbol, trade_id)
+        key = (symbol, ts.seconds, ts.nanos, trade_id)
         if key in seen:
             batch.duplicates += 1
             continue
