@@ -160,6 +160,33 @@ def test_symbol_upsert_validation(ingest) -> None:  # type: ignore[no-untyped-de
     assert [f for f, _ in field_violations_of(error.value)] == ["items[0].symbol", "items[1].base"]
 
 
+def test_an_upsert_without_active_makes_a_new_symbol_active_and_keeps_an_existing_ones(ingest) -> None:  # type: ignore[no-untyped-def]
+    """`active` absent (a client that leaves it out) never deactivates: a new symbol takes ticks at once."""
+    fresh, paused = new_symbol("NA"), new_symbol("PA")
+
+    def upsert(*items: market_pb2.Symbol) -> None:
+        ingest.UpsertSymbols(ingest_pb2.UpsertSymbolsRequest(items=items), metadata=KEY, timeout=10)
+
+    def publish(symbol: str) -> grpc.StatusCode:
+        try:
+            ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol, f"t-{uuid.uuid4()}")]),
+                                metadata=KEY, timeout=10)
+        except grpc.RpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    upsert(market_pb2.Symbol(symbol=fresh, base="NA", quote="USDT"),
+           market_pb2.Symbol(symbol=paused, base="PA", quote="USDT", active=False))
+    assert publish(fresh) == grpc.StatusCode.OK
+    assert publish(paused) == grpc.StatusCode.INVALID_ARGUMENT
+    upsert(market_pb2.Symbol(symbol=fresh, base="NB", quote="USDT"),  # a new base, nothing said of active
+           market_pb2.Symbol(symbol=paused, base="PB", quote="USDT"))
+    assert publish(fresh) == grpc.StatusCode.OK
+    assert publish(paused) == grpc.StatusCode.INVALID_ARGUMENT
+    upsert(market_pb2.Symbol(symbol=paused, base="PB", quote="USDT", active=True))
+    assert publish(paused) == grpc.StatusCode.OK
+
+
 @pytest.mark.parametrize("metadata", [(), (("x-api-key", "wrong"),), (("x-api-key", ""),)])
 def test_every_write_needs_a_valid_api_key(ingest, symbol: str, metadata) -> None:  # type: ignore[no-untyped-def]
     calls = [

@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 TICKS = Counter("ingest_ticks_total", "Ticks handled by ingest", ["outcome"])
 
+# An absent `active` (NULL here) keeps an existing symbol's, and makes a new one active.
 UPSERT_SYMBOLS_SQL = """
 INSERT INTO symbols (symbol, base, quote, active)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[])
+SELECT given.symbol, given.base, given.quote, coalesce(given.active, symbols.active, true)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS given (symbol, base, quote, active)
+LEFT JOIN symbols USING (symbol)
 ON CONFLICT (symbol) DO UPDATE
 SET base = excluded.base, quote = excluded.quote, active = excluded.active, updated_at = now()
 """
@@ -88,7 +91,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             await self.registry.pool.execute(
                 UPSERT_SYMBOLS_SQL, [s.symbol for s in items], [s.base for s in items], [s.quote for s in items],
-                [s.active for s in items], timeout=context.time_remaining())
+                [s.active if s.HasField("active") else None for s in items], timeout=context.time_remaining())
             # This replica answers with the new registry; the others reload on the NOTIFY.
             await self.registry.reload()
         except CONNECTION_ERRORS as exc:
