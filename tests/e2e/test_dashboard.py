@@ -485,7 +485,9 @@ async def test_a_symbol_without_recent_trades_shows_stale(edge_stack, page, page
         # A trade makes it live again.
         await post_tick(client, edge_stack, symbol, 101.5)
         await wait_for_status(page, "live", LIVE_DEADLINE_MS * 3)
-        assert await page.text_content("[data-testid=last-price]") == "101.500"
+        # With the symbol's decimals (from its typical price, ~100), the price scale's too.
+        text = await page.text_content("[data-testid=last-price]")
+        assert float(text) == 101.5 and text == await drawn(page, "axisPrice(101.5)")
     assert page_errors == []
 
 
@@ -575,4 +577,126 @@ async def test_autoscale_can_ignore_a_bad_print(edge_stack, page, page_errors):
         assert await page.get_attribute("[data-testid=scale-log]", "aria-pressed") == "true"
         range_ = await drawn(page, "priceRange()")
         assert range_["from"] < 43_000 * 1.1 and range_["to"] >= 430_000
+    assert page_errors == []
+
+
+# ---------------------------------------------------------------- audit: zones, decimals, watchlist, keyboard, recovery
+
+# lightweight-charts' TickMarkType: Year, Month, DayOfMonth, Time, TimeWithSeconds.
+DATE_TICK_TYPES = (0, 1, 2)
+
+
+async def test_date_labels_sit_at_local_midnight(edge_stack, page, page_errors):
+    symbol = unique_symbol()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await call(edge_stack.seed_symbol, symbol)
+        # A trade every 20 minutes over the last 3 days: an hourly bar at every local midnight.
+        end = datetime.now(UTC).replace(second=0, microsecond=0)
+        await post_ticks(client, edge_stack, [
+            {"symbol": symbol, "price": 100 + step % 7, "size": 1,
+             "eventTime": rfc3339(end - timedelta(minutes=20 * step)), "tradeId": f"z-{step}"}
+            for step in range(3 * 72)
+        ])
+    for zone, offsets in (("Asia/Kolkata", {(5, 30)}), ("America/New_York", {(-5, 0), (-4, 0)})):
+        await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1h&tz={zone}")
+        await page.wait_for_function(
+            "([symbol, zone]) => window.__md && window.__md.symbol === symbol && window.__md.zone === zone"
+            " && window.__md.barCount() >= 60 && window.__md.tickMarks().some(t => t.type <= 2)",
+            arg=[symbol, zone], timeout=LOAD_TIMEOUT_MS)
+        ticks = [tick for tick in await drawn(page, "tickMarks()") if tick["type"] in DATE_TICK_TYPES]
+        # Every day label (and its gridline) is at the zone's midnight: the bar starting at 00:00 local time.
+        local = [await page.evaluate(
+            "([time, zone]) => new Intl.DateTimeFormat('en-US', {timeZone: zone, hour: '2-digit', minute: '2-digit',"
+            " hourCycle: 'h23'}).format(new Date(time * 1000))", [tick["time"], zone]) for tick in ticks]
+        assert ticks and set(local) == {"00:00"}, (zone, ticks, local)
+    assert page_errors == []
+
+
+async def test_one_precision_per_symbol_and_full_names_in_the_watchlist(edge_stack, open_page, page_errors):
+    symbol, long_name = unique_symbol(), f"AUDIOLNG{secrets.token_hex(2).upper()}USDT"
+    async with httpx.AsyncClient(timeout=10) as client:
+        await call(edge_stack.seed_symbol, symbol)
+        await seed_history(client, edge_stack, symbol, 43_000)
+        await call(edge_stack.seed_symbol, long_name)
+        await post_tick(client, edge_stack, long_name, 67_816_817.2)
+        page = await open_page(width=2560, height=900)
+        await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")
+        await wait_for_selection(page, symbol, "1m")
+        # A single print far below the usual price: shown with the symbol's decimals, like every other price.
+        await post_tick(client, edge_stack, symbol, 1.0)
+        await page.wait_for_function("() => document.querySelector('[data-testid=low]').textContent === '1.00'",
+                                     timeout=LOAD_TIMEOUT_MS)
+        texts = [await page.text_content(f"[data-testid={field}]") for field in ("last-price", "high", "low")]
+        legend = await page.eval_on_selector_all("[data-testid=legend] dd", "items => items.map(i => i.textContent)")
+        prices = texts + legend[:5] + [await drawn(page, "axisPrice(1)")]
+        assert {len(text.rpartition(".")[2]) for text in prices} == {2}, prices
+        # The symbol's watchlist row too.
+        await page.wait_for_function(
+            "symbol => document.querySelector(`[data-symbol=${symbol}] [data-testid=watch-last]`).textContent === '1.00'",
+            arg=symbol, timeout=WATCHLIST_DEADLINE_MS)
+
+    # The long symbol is readable in full next to its long price; the price gives way.
+    row = page.locator(f"[data-testid=watch-row][data-symbol={long_name}]")
+    await row.wait_for(timeout=LOAD_TIMEOUT_MS)
+    await page.wait_for_function(
+        "symbol => document.querySelector(`[data-symbol=${symbol}] [data-testid=watch-last]`).textContent !== '–'",
+        arg=long_name, timeout=LOAD_TIMEOUT_MS)
+    name = await row.locator(".watch-name").evaluate(
+        "el => ({text: el.textContent, scroll: el.scrollWidth, client: el.clientWidth})")
+    assert name["text"] == long_name and name["scroll"] <= name["client"], name
+    last = await row.locator("[data-testid=watch-last]").evaluate(
+        "el => ({text: el.textContent, scroll: el.scrollWidth, client: el.clientWidth, title: el.title})")
+    assert last["scroll"] <= last["client"] and last["title"] == "67,816,817.20", last
+    assert page_errors == []
+
+
+async def test_favourites_by_keyboard(edge_stack, page, page_errors):
+    symbol = unique_symbol()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await call(edge_stack.seed_symbol, symbol)
+        await seed_history(client, edge_stack, symbol, 2_300)
+    await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")
+    await wait_for_selection(page, symbol, "1m")
+    search = page.locator("[data-testid=watchlist-search]")
+    await search.fill(symbol)
+    star = page.locator(f"[data-symbol={symbol}] [data-testid=watch-star]")
+    assert await star.get_attribute("aria-pressed") == "false"
+    # The documented key on the active row...
+    await search.press("*")
+    assert await search.input_value() == symbol
+    assert await star.get_attribute("aria-pressed") == "true"
+    assert await star.get_attribute("aria-label") == f"Favourite {symbol}"
+    # ...and the star itself, one Tab away from the search.
+    await search.press("Tab")
+    assert await page.evaluate("() => document.activeElement.getAttribute('aria-label')") == f"Favourite {symbol}"
+    await page.keyboard.press("Space")
+    assert await star.get_attribute("aria-pressed") == "false"
+    await page.keyboard.press("Enter")
+    assert await star.get_attribute("aria-pressed") == "true"
+    assert page_errors == []
+
+
+async def test_symbol_error_clears_when_the_connection_is_back(edge_stack, page, page_errors):
+    symbol = unique_symbol()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await call(edge_stack.seed_symbol, symbol)
+        await seed_history(client, edge_stack, symbol, 500)
+    # Timers under the test's control (time still flows): the symbol list's backoff grows in no time.
+    await page.clock.install()
+    await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")
+    await wait_for_selection(page, symbol, "1m")
+    await wait_for_status(page, "live", LOAD_TIMEOUT_MS)
+    await call(edge_stack.stop_edge)
+    try:
+        await wait_for_status(page, "reconnecting", LOAD_TIMEOUT_MS)
+        error = page.locator(".chart-message-error", has_text="Could not load symbols")
+        # The minute's refresh fails, then retries 2, 4 and 8 s later: the next one is 16 s away.
+        for step in ("01:01", "00:02", "00:04", "00:08"):
+            await page.clock.fast_forward(step)
+            await error.wait_for(timeout=LOAD_TIMEOUT_MS)
+    finally:
+        await call(edge_stack.start_edge)
+    await wait_for_status(page, "live", RECONNECT_TIMEOUT_MS)
+    # Back with the stream, not a backoff later.
+    await error.wait_for(state="detached", timeout=5_000)
     assert page_errors == []

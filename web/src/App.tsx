@@ -12,7 +12,7 @@ import { useFavourites } from "./hooks/useFavourites";
 import { useSelection } from "./hooks/useSelection";
 import { useSymbols } from "./hooks/useSymbols";
 import { useTickers } from "./hooks/useTickers";
-import { formatPrice } from "./lib/format";
+import { formatPrice, symbolPrecision } from "./lib/format";
 import { intervalSeconds } from "./lib/intervals";
 import { exposeTestHook } from "./lib/test-hook";
 import { applyTrade, emptyTicker, feedState, sortWatchlist } from "./lib/ticker";
@@ -33,7 +33,7 @@ function useNow(): number {
 
 export function App() {
   const scheme = useColorScheme();
-  const { symbols, loading: symbolsLoading, error: symbolsError } = useSymbols();
+  const { symbols, loading: symbolsLoading, error: symbolsError, retry: retrySymbols } = useSymbols();
   const [selection, select, linkNotices] = useSelection();
   const { symbol, interval, zone } = selection;
   const [notices, setNotices] = useState(linkNotices);
@@ -55,6 +55,13 @@ export function App() {
     return symbol && ordered.includes(symbol) ? [symbol, ...ordered.filter((s) => s !== symbol)] : ordered;
   }, [symbols, favourites, symbol]);
   const board = useTickers(streamed);
+
+  // A stream that is live again means the connection is back: a failed symbol load is retried at once
+  // (not after its backoff), so its error does not outlive the outage.
+  const streamLive = feed.status === "live" || board.status === "live";
+  useEffect(() => {
+    if (streamLive && symbolsError) retrySymbols();
+  }, [streamLive, symbolsError, retrySymbols]);
 
   // A symbol from the link that is not listed: say so, and show the first listed one.
   useEffect(() => {
@@ -78,6 +85,14 @@ export function App() {
     () => (symbol && ticker && ticker !== listedTicker ? new Map(board.tickers).set(symbol, ticker) : board.tickers),
     [board.tickers, symbol, ticker, listedTicker],
   );
+  // One number of decimals for every price of the symbol (header, legend, price scale, title), from its
+  // typical price: the closes of the history loaded (refetches only), else its 24h figures.
+  const historyPrecision = useMemo(
+    () => (feed.book && feed.symbol === symbol ? symbolPrecision(feed.book.candles.map((c) => c.close)) : null),
+    // Not on every live update (feed.book): only a (re)loaded history changes a symbol's decimals.
+    [feed.resetId, feed.symbol, symbol],
+  );
+  const precision = historyPrecision ?? symbolPrecision([ticker?.last, ticker?.open, ticker?.high, ticker?.low]);
   const lastCandle = feed.book?.candles.at(-1);
   // Without a trade in the 24h window, the newest bar tells when the symbol last traded (at the latest).
   const lastTradeTime = ticker?.lastTradeTime ?? lastCandle?.time ?? null;
@@ -85,8 +100,8 @@ export function App() {
 
   useEffect(() => {
     const last = ticker?.last ?? lastCandle?.close ?? null;
-    document.title = symbol && last !== null ? `${symbol} ${formatPrice(last)} · marketdata` : "marketdata";
-  }, [symbol, ticker?.last, lastCandle?.close]);
+    document.title = symbol && last !== null ? `${symbol} ${formatPrice(last, precision)} · marketdata` : "marketdata";
+  }, [symbol, ticker?.last, lastCandle?.close, precision]);
 
   // Runs after the chart drew the feed's book: the hook names the selection the chart shows.
   const drawn = feed.book !== null;
@@ -112,6 +127,7 @@ export function App() {
       axisPrice: (price) => chartRef.current?.axisPrice(price) ?? "",
       priceScaleWidth: () => chartRef.current?.priceScaleWidth() ?? 0,
       priceRange: () => chartRef.current?.priceRange() ?? null,
+      tickMarks: () => chartRef.current?.tickMarks() ?? [],
       symbol: drawn ? feed.symbol : null,
       interval: drawn ? feed.interval : null,
       // The drawn book's zone, not the selected one: right after a zone change the old book is still drawn.
@@ -173,6 +189,7 @@ export function App() {
               tickers={watchTickers}
               selected={symbol}
               favourites={favourites}
+              selectedPrecision={precision}
               now={now}
               onSelect={chooseSymbol}
               onToggleFavourite={toggleFavourite}
@@ -191,6 +208,7 @@ export function App() {
             base={listed?.base ?? null}
             quote={listed?.quote ?? null}
             tradeAge={lastTradeTime === null ? null : now - lastTradeTime}
+            precision={precision}
           />
           <main className="chart-panel">
             <ChartTools
@@ -208,6 +226,7 @@ export function App() {
               olderId={feed.olderId}
               selection={feed.selection}
               zone={zone}
+              precision={precision}
               complete={feed.complete}
               scheme={scheme}
               scaleMode={scaleMode}

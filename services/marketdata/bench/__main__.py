@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from marketdata.common.runner import signals_ignored, sigterm_interrupts
+
 # The webhook latency case: 500-tick calls offered at 10,000 ticks/s (20 calls/s).
 WEBHOOK_RATE = 10_000
 WEBHOOK_LATENCY_BATCH = 500
@@ -238,6 +240,7 @@ async def measure(args: argparse.Namespace, stack: Any, results: dict[str, Any])
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    sigterm_interrupts()
     from marketdata.bench import report
     from marketdata.bench.stack import BenchStack, available
 
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
                                "config": {k: v for k, v in vars(args).items() if k not in ("out", "json_path")},
                                "machine": report.machine()}
     stack = BenchStack(keep=args.keep)
-    failed = False
+    failed = interrupted = False
     try:
         log(f"starting NATS and PostgreSQL (work dir {stack.work_dir})")
         stack.start_infra()
@@ -265,23 +268,28 @@ def main(argv: list[str] | None = None) -> None:
         results["services"] = sorted(stack.services)
         log(f"services ready: {', '.join(sorted(stack.services))}")
         asyncio.run(measure(args, stack, results))
+    except KeyboardInterrupt:
+        interrupted = True
+        results["error"] = "interrupted"
+        log("interrupted")
     except BaseException as exc:
         failed = True
         stack.keep = True
         results["error"] = f"{type(exc).__name__}: {exc}"
         log(f"failed: {results['error']} (logs kept in {stack.work_dir})")
-        if isinstance(exc, KeyboardInterrupt):
-            raise
     finally:
-        log("stopping")
-        stack.stop()
-        results["seconds"] = round(time.monotonic() - started, 1)
-        results["targets"] = report.targets(results)
-        results["summary"] = report.print_table(results)
-        report.write_json(results, json_path)
-        json_path.with_suffix(".md").write_text(report.markdown(results) + "\n")
-        report.plot(results, png_path)
-        log(f"wrote {json_path}, {png_path} and {json_path.with_suffix('.md')} in {results['seconds']:.0f}s")
+        with signals_ignored():
+            log("stopping")
+            stack.stop()
+            results["seconds"] = round(time.monotonic() - started, 1)
+            results["targets"] = report.targets(results)
+            results["summary"] = report.print_table(results)
+            report.write_json(results, json_path)
+            json_path.with_suffix(".md").write_text(report.markdown(results) + "\n")
+            report.plot(results, png_path)
+            log(f"wrote {json_path}, {png_path} and {json_path.with_suffix('.md')} in {results['seconds']:.0f}s")
+    if interrupted:
+        sys.exit(130)
     if failed:
         sys.exit(1)
 

@@ -112,6 +112,22 @@ class EmbeddedPostgres:
         self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         return self.url
 
+    def restart(self, timeout: float = 10.0) -> None:
+        """Starts the server again after it died, on the same data and unix socket: its URL does not change, so
+        clients reconnect."""
+        assert self._server is not None, "start() first"
+        # A killed postmaster stays a zombie until init reaps it: pgserver, and PostgreSQL itself, would take it
+        # for a running server.
+        dead = self._server.get_postmaster_info()
+        deadline = time.monotonic() + timeout
+        while dead.is_running():
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"the PostgreSQL that died (pid {dead.pid}) is still there after {timeout:.0f}s")
+            time.sleep(0.1)
+        # pgserver starts a server when postmaster.pid names no live one; it holds its own lock, as get_server does.
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"

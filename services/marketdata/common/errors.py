@@ -3,6 +3,8 @@ the exit of a server that cannot listen."""
 
 from __future__ import annotations
 
+import errno
+import socket
 from dataclasses import dataclass, field
 
 import grpc
@@ -12,11 +14,33 @@ from grpc_status import rpc_status
 
 
 class PortInUseError(SystemExit):
-    """A server (gRPC or the HTTP edge) cannot listen: the process exits naming the setting that moves it."""
+    """A server (gRPC or the HTTP edge) cannot listen: the process exits naming the setting to change, BIND_HOST
+    when the host is the problem, the port's setting otherwise."""
 
     def __init__(self, host: str, port: int, setting: str) -> None:
-        super().__init__(f"cannot listen on {host}:{port}: port {port} is already in use or not allowed "
-                         f"(set {setting} to another port)")
+        problem = _bind_problem(host)
+        if problem:
+            super().__init__(f"cannot listen on {host}:{port}: BIND_HOST {problem}; set BIND_HOST to an address "
+                             "of this machine (or 0.0.0.0 for all of them)")
+        else:
+            super().__init__(f"cannot listen on {host}:{port}: port {port} is already in use or not allowed "
+                             f"(set {setting} to another port)")
+
+
+def _bind_problem(host: str) -> str | None:
+    """Why nothing can listen on host, whatever the port: it does not resolve, or is not an address of this machine."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        return f"{host} does not resolve ({exc.strerror})"
+    with socket.socket(family, kind) as sock:
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+    return None
 
 
 @dataclass

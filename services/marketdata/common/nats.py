@@ -42,32 +42,29 @@ class NatsConnection:
         self._task = asyncio.create_task(self._connect_until_done(), name=f"nats-connect-{self.name}")
 
     async def _connect_until_done(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                self.client = await nats.connect(
-                    self.url,
-                    name=self.name,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    ping_interval=5,
-                    max_outstanding_pings=2,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-                self._connected.set()
-                log.info("connected to NATS", extra={"url": self.url})
-                return
-            except NATS_ERRORS as exc:  # what the client itself retries on (nats/aio/client.py connect)
-                log.warning("NATS unreachable, retrying", extra={"url": self.url, "error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # With max_reconnect_attempts=-1, connect() itself retries the first connection for ever (reporting each
+        # failure to error_cb, see _on_error) and only returns connected.
+        self.client = await nats.connect(
+            self.url,
+            name=self.name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            ping_interval=5,
+            max_outstanding_pings=2,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self._connected.set()
+        log.info("connected to NATS", extra={"url": self.url})
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("NATS error", extra={"error": str(exc)})
+        if self.is_connected:
+            log.debug("NATS error", extra={"error": str(exc) or type(exc).__name__})
+        else:  # a failed (re)connection attempt; the log's repeat filter keeps this to one line per interval
+            log.warning("NATS unreachable, retrying", extra={"url": self.url, "error": str(exc) or type(exc).__name__})
 
     async def _on_disconnected(self) -> None:
         log.warning("disconnected from NATS")

@@ -1,13 +1,19 @@
 """Entry point shared by every process: settings, logging, tracing, asyncio, and an exit code that says what went
-wrong."""
+wrong; for the commands, the signal plumbing of a clean stop and the one-line message of a database they cannot
+connect to."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from marketdata.common.config import Settings, SettingsError, load_settings
 from marketdata.common.logging import configure_logging
@@ -15,6 +21,9 @@ from marketdata.common.tracing import setup_tracing
 
 # When a started service's objects (modules, the OpenAPI document, pools, channels) are set aside; see below.
 FREEZE_AFTER_SECONDS = 10.0
+# SQLSTATE classes of a connection PostgreSQL refused: connection exception, wrong role or password, no such
+# database, starting up or shutting down, too many connections.
+REFUSED_CONNECTION_STATES = ("08", "28", "3D", "57P", "53300")
 
 
 def freeze_startup_objects() -> None:
@@ -39,11 +48,16 @@ async def _serve_then_freeze(serve: Callable[[Settings], Awaitable[None]], setti
     await serve(settings)
 
 
+def parse_service_args(name: str, argv: list[str] | None, description: str | None) -> argparse.Namespace:
+    """--help, and an error naming any option given: services take none."""
+    return argparse.ArgumentParser(prog=f"marketdata {name}", description=description,
+                                   epilog="Configured by environment variables; see the README.").parse_args(argv)
+
+
 def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: list[str] | None = None,
                 description: str | None = None) -> None:
     """Runs serve(settings) until SIGTERM/SIGINT. Services take no options: everything comes from env vars."""
-    argparse.ArgumentParser(prog=f"marketdata {name}", description=description,
-                            epilog="Configured by environment variables; see the README.").parse_args(argv or [])
+    parse_service_args(name, argv or [], description)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -56,3 +70,57 @@ def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: l
         sys.exit(f"marketdata {name}: configuration error: {exc}")
     except KeyboardInterrupt:
         pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_interrupts() -> None:
+    """SIGTERM (`timeout`, `kill`, a container stop) then ends the command like Ctrl-C: a KeyboardInterrupt, so
+    that what it started is stopped on the way out."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM are ignored meanwhile: a stop that is interrupted would leave servers half-stopped."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return url
+
+
+def database_connect_problem(url: str, exc: BaseException) -> str | None:
+    """One line saying why PostgreSQL at url cannot be used, when exc is a refused or failed connection (not
+    there, a name that does not resolve, a malformed URL, a wrong role, password or database); None otherwise."""
+    if isinstance(exc, asyncpg.PostgresError):
+        refused = (exc.sqlstate or "").startswith(REFUSED_CONNECTION_STATES)
+    else:
+        refused = isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError))
+    if not refused:
+        return None
+    return f"cannot connect to PostgreSQL at {redact_url(url)}: {str(exc) or type(exc).__name__}"
+
+
+@contextlib.contextmanager
+def exit_if_database_unreachable(command: str, url: str) -> Iterator[None]:
+    """For a command run by hand or by a Job: a connection PostgreSQL refuses ends it with one line, not a
+    traceback."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - only connection failures are turned into a message
+        problem = database_connect_problem(url, exc)
+        if problem is None:
+            raise
+        sys.exit(f"marketdata {command}: {problem}")

@@ -1,9 +1,9 @@
 """`marketdata dev`: the whole platform on this machine, with one command.
 
 Uses NATS_URL / DATABASE_URL when they are set; otherwise starts an embedded nats-server (JetStream) and an
-embedded PostgreSQL whose data stays in --data-dir between runs. Applies the migrations, starts ingest,
-aggregator, query, edge and the feeder as supervised child processes, waits until all are healthy and prints
-where to look. Ctrl-C stops everything, in order.
+embedded PostgreSQL whose data stays in --data-dir between runs (restarted if they die). Applies the migrations,
+starts ingest, aggregator, query, edge and the feeder as supervised child processes, waits until all are healthy
+and prints where to look. Ctrl-C stops everything, in order.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import httpx  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from marketdata.common.embedded import free_port
+from marketdata.common.runner import signals_ignored, sigterm_interrupts
 from marketdata.dev.environment import DevError, Environment, DataDirLock, PortRequest, busy_ports, wipe
 from marketdata.dev.supervisor import ChildSpec, Output, Probe, Supervisor
 
@@ -59,7 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--symbols", default=None, help="feeder symbols, comma-separated "
                                                         "(default BTCUSDT,ETHUSDT,SOLUSDT)")
     parser.add_argument("--max-restarts", type=int, default=5,
-                        help="restarts of a crashing service before dev gives up (default 5)")
+                        help="restarts of a crashing service (or embedded NATS or PostgreSQL) before dev gives up "
+                             "(default 5)")
     parser.add_argument("--startup-timeout", type=float, default=120.0,
                         help="seconds to wait for every service to be healthy (default 120)")
     args = parser.parse_args(argv)
@@ -136,7 +138,7 @@ class Dev:
             "INGEST_ADDR": f"{self.client_host}:{a.ingest_port}",
             "QUERY_ADDR": f"{self.client_host}:{a.query_port}",
             "AGGREGATOR_ADDR": f"{self.client_host}:{a.aggregator_port}",
-            "LOG_FORMAT": "text",
+            "LOG_FORMAT": env.get("LOG_FORMAT") or "text",
             "PYTHONUNBUFFERED": "1",
             "SHUTDOWN_GRACE_SECONDS": env.get("SHUTDOWN_GRACE_SECONDS") or "5",
         })
@@ -190,6 +192,8 @@ class Dev:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
+        for name, exited, restart in self.environment.watched():
+            supervisor.watch(name, exited, restart)
 
         specs = {s.name: s for s in self.specs()}
         code = 0
@@ -281,26 +285,19 @@ class Dev:
             self.output.say(f"database ready ({applied} migration(s) applied)")
             return asyncio.run(self.run_children())
         finally:
-            # Ctrl-C from here on would leave NATS or PostgreSQL half-stopped: finish the job first.
-            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                self.environment.stop()
-            finally:
-                self.lock.release()
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-                self.output.say("stopped")
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+            with signals_ignored():
+                try:
+                    self.environment.stop()
+                finally:
+                    self.lock.release()
+                    self.output.say("stopped")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     output = Output()
     # Until the event loop takes over, SIGTERM behaves like Ctrl-C: what was started is stopped.
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_interrupts()
     handler = logging.Handler()
     handler.emit = lambda record: output.say(record.getMessage())  # type: ignore[method-assign]
     dev_log = logging.getLogger("marketdata.dev")

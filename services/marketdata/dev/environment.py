@@ -1,5 +1,6 @@
 """The dependencies of `marketdata dev`: NATS and PostgreSQL from NATS_URL / DATABASE_URL, or embedded ones
-that keep their data in the data directory between runs; the migrations; the port checks; the data-dir lock."""
+that keep their data in the data directory between runs (and are restarted when they die, see `watched`); the
+migrations; the port checks; the data-dir lock."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import signal
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from marketdata.common.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres, port_is_free
-from marketdata.dev.supervisor import proc_stat
+from marketdata.common.runner import database_connect_problem, redact_url
+from marketdata.dev.supervisor import describe_exit, proc_stat
 
 log = logging.getLogger("marketdata.dev")
 
@@ -62,8 +65,13 @@ class DataDirLock:
         self._file = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the life of the process
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held for the life of the process
+        except OSError as exc:  # a file where the directory should be, no permission, a read-only disk
+            reason = "a file, not a directory" if self.path.parent.is_file() else exc.strerror
+            raise DevError(f"cannot use {self.path.parent} as the data directory ({reason}): give another "
+                           "--data-dir") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -223,7 +231,7 @@ class Environment:
     def start_postgres(self, given_url: str | None) -> None:
         if given_url:
             self.database_url = given_url
-            self.notes.append(f"PostgreSQL  {_redact(given_url)} (from DATABASE_URL)")
+            self.notes.append(f"PostgreSQL  {redact_url(given_url)} (from DATABASE_URL)")
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL, data in %s%s", self.pgdata,
@@ -252,9 +260,38 @@ class Environment:
             applied = asyncio.run(apply(self.database_url, migrations_directory(Path(setting) if setting else None)))
         except MigrationError as exc:
             raise DevError(f"migrations: {exc}") from None
-        except OSError as exc:
-            raise DevError(f"cannot reach PostgreSQL at {_redact(self.database_url)}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - only a refused connection becomes a message
+            problem = database_connect_problem(self.database_url, exc)
+            if problem is None:
+                raise
+            raise DevError(problem) from None
         return len(applied)
+
+    # -- the embedded servers die (killed, out of memory): restarted on the same port and data -------------------
+    def watched(self) -> list[tuple[str, Callable[[], str | None], Callable[[], None]]]:
+        """The embedded servers, for Supervisor.watch: (name, how it exited or None while it runs, restart)."""
+        servers: list[tuple[str, Callable[[], str | None], Callable[[], None]]] = []
+        if self.embedded_nats is not None:
+            servers.append(("embedded NATS", self.nats_exit, self.restart_nats))
+        if self.embedded_postgres is not None:
+            servers.append(("embedded PostgreSQL", self.postgres_exit, self.embedded_postgres.restart))
+        return servers
+
+    def nats_exit(self) -> str | None:
+        assert self.embedded_nats is not None and self.embedded_nats.process is not None
+        code = self.embedded_nats.process.poll()  # which also reaps it: no zombie
+        return None if code is None else describe_exit(code)
+
+    def restart_nats(self) -> None:
+        assert self.embedded_nats is not None
+        self.embedded_nats.start(self.data_dir / "nats.log")
+
+    def postgres_exit(self) -> str | None:
+        # Not our child (pg_ctl starts it): its pid file says which process to look at.
+        pid = _postmaster_pid(self.pgdata)
+        if pid is not None and _alive(pid):
+            return None
+        return f"exited (postmaster {pid} is gone)" if pid is not None else "exited (no postmaster.pid)"
 
     def stop_nats(self) -> None:
         if self.embedded_nats is not None:
@@ -283,13 +320,6 @@ class Environment:
             self.stop_nats()
         finally:
             self.stop_postgres()
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-    return url
 
 
 async def _create_database(admin_url: str, name: str) -> None:

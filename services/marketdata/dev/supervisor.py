@@ -1,5 +1,6 @@
 """Child processes for `marketdata dev`: prefixed (and coloured on a terminal) output, health probes,
-restarts with backoff up to a limit, and an ordered shutdown that leaves nothing behind.
+restarts with backoff up to a limit, and an ordered shutdown that leaves nothing behind. Servers started
+otherwise (the embedded NATS and PostgreSQL) are watched and restarted with the same budget.
 
 Each child runs in a process group of its own (so a Ctrl-C on the terminal reaches only `marketdata dev`, which
 then stops the children in order) and is told by the kernel to stop if `marketdata dev` itself dies
@@ -101,12 +102,29 @@ class ChildSpec:
     probe: Probe | None = None  # healthy when it returns True
 
 
-@dataclass
-class Child:
-    spec: ChildSpec
-    process: asyncio.subprocess.Process | None = None
+def describe_exit(code: int) -> str:
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
+
+@dataclass(kw_only=True)
+class Restartable:
+    """The restart budget of a supervised process: each exit spends one restart, a long enough run renews it."""
+
     started_at: float = 0.0
     restarts: int = 0
+
+
+@dataclass
+class Watched(Restartable):
+    name: str
+    exited: Callable[[], str | None]  # how it ended ("was killed by SIGKILL"), None while it runs
+    restart: Callable[[], None]  # blocking: run in a thread
+
+
+@dataclass
+class Child(Restartable):
+    spec: ChildSpec
+    process: asyncio.subprocess.Process | None = None
     stopping: bool = False
     pids: list[int] = field(default_factory=list)  # every pid (= process group) it ever had
     _pump: asyncio.Task[None] | None = None
@@ -123,14 +141,17 @@ class Child:
 
 class Supervisor:
     def __init__(self, output: Output, *, max_restarts: int = 5, backoff_start: float = 1.0,
-                 backoff_max: float = 30.0, healthy_after: float = 60.0, stop_grace: float = 15.0) -> None:
+                 backoff_max: float = 30.0, healthy_after: float = 60.0, stop_grace: float = 15.0,
+                 watch_interval: float = 0.5) -> None:
         self.output = output
         self.max_restarts = max_restarts
         self.backoff_start = backoff_start
         self.backoff_max = backoff_max
         self.healthy_after = healthy_after  # a child that ran this long starts its restart count afresh
         self.stop_grace = stop_grace
+        self.watch_interval = watch_interval
         self.children: dict[str, Child] = {}
+        self._watches: list[asyncio.Task[None]] = []
         self.failed = asyncio.Event()
         self.failure: str | None = None
         self.stopping = False
@@ -200,24 +221,54 @@ class Supervisor:
             await self._end_pump(child)
             if child.stopping or self.stopping:
                 return
-            ran = time.monotonic() - child.started_at
-            if ran >= self.healthy_after:
-                child.restarts = 0
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-            if child.restarts >= self.max_restarts:
-                self.failure = (f"{child.name} {how} after {ran:.1f}s and has already been restarted "
-                                f"{child.restarts} times: giving up")
-                self.output.say(self.failure)
-                self.failed.set()
-                return
-            delay = min(self.backoff_max, self.backoff_start * 2 ** child.restarts)
-            child.restarts += 1
-            self.output.say(f"{child.name} {how} after {ran:.1f}s; restarting in {delay:g}s "
-                            f"(restart {child.restarts} of at most {self.max_restarts})")
-            await asyncio.sleep(delay)
-            if child.stopping or self.stopping:
+            if not await self._backoff(child.name, describe_exit(code), child) or child.stopping or self.stopping:
                 return
             await self._spawn(child)
+
+    async def _backoff(self, name: str, how: str, process: Restartable) -> bool:
+        """After an exit: reports it and waits the backoff (True: restart it), or, with the budget spent, gives
+        up (False, `failed` set)."""
+        ran = time.monotonic() - process.started_at
+        if ran >= self.healthy_after:
+            process.restarts = 0
+        if process.restarts >= self.max_restarts:
+            self.failure = (f"{name} {how} after {ran:.1f}s and has already been restarted "
+                            f"{process.restarts} times: giving up")
+            self.output.say(self.failure)
+            self.failed.set()
+            return False
+        delay = min(self.backoff_max, self.backoff_start * 2 ** process.restarts)
+        process.restarts += 1
+        self.output.say(f"{name} {how} after {ran:.1f}s; restarting in {delay:g}s "
+                        f"(restart {process.restarts} of at most {self.max_restarts})")
+        await asyncio.sleep(delay)
+        return True
+
+    def watch(self, name: str, exited: Callable[[], str | None], restart: Callable[[], None]) -> None:
+        """Watches a server the supervisor did not start: restarted when it exits, like a child."""
+        watched = Watched(name=name, exited=exited, restart=restart, started_at=time.monotonic())
+        self._watches.append(asyncio.create_task(self._watch(watched), name=f"watch-{name}"))
+
+    async def _watch(self, watched: Watched) -> None:
+        while not self.stopping:
+            how = watched.exited()
+            if how is None:
+                await asyncio.sleep(self.watch_interval)
+                continue
+            if not await self._backoff(watched.name, how, watched) or self.stopping:
+                return
+            try:
+                await asyncio.to_thread(watched.restart)
+            except Exception as exc:  # noqa: BLE001 - reported; the next look finds it down and spends a restart
+                self.output.say(f"{watched.name} did not restart: {exc}")
+            else:
+                self.output.say(f"{watched.name} restarted")
+            watched.started_at = time.monotonic()
+
+    async def _stop_watching(self) -> None:
+        for task in self._watches:
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
 
     def _sweep(self, pgid: int) -> None:
         """Kills whatever is left in a child's process group (its grandchildren)."""
@@ -286,6 +337,7 @@ class Supervisor:
     async def stop_all(self, order: Sequence[str]) -> None:
         """Stops the children one after the other in `order` (then any other, newest first)."""
         self.stopping = True
+        await self._stop_watching()
         names = [n for n in order if n in self.children]
         names += [n for n in reversed(list(self.children)) if n not in names]
         for name in names:
@@ -297,6 +349,8 @@ class Supervisor:
     def kill_all(self) -> None:
         """Immediate SIGKILL of every child's process group (a second Ctrl-C)."""
         self.stopping = True
+        for task in self._watches:
+            task.cancel()
         for child in self.children.values():
             child.stopping = True
             for pid in child.pids:

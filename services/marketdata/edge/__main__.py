@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import warnings
 
-from marketdata.common.runner import run_service
+from marketdata.common.runner import parse_service_args, run_service
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(prog="marketdata edge", description=__doc__).parse_args(argv)
+    parse_service_args("edge", argv, __doc__)  # before the heavy imports: --help answers at once
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]

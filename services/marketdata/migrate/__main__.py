@@ -8,6 +8,7 @@ import sys
 
 from marketdata.common.config import SettingsError, load_settings
 from marketdata.common.logging import configure_logging
+from marketdata.common.runner import exit_if_database_unreachable
 from marketdata.migrate.migrations import MigrationError, apply, migrations_directory, wait_for_database
 
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.name}" for m in applied))
 
     try:
-        asyncio.run(run())
+        with exit_if_database_unreachable("migrate", dsn):
+            asyncio.run(run())
     except MigrationError as exc:
         sys.exit(f"marketdata migrate: {exc}")
 

@@ -7,7 +7,7 @@ from marketdata.query.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_service("query", serve)
+    run_service("query", serve, argv, __doc__)
 
 
 if __name__ == "__main__":

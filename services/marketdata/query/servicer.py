@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import NoReturn, TypeVar
@@ -34,7 +33,6 @@ T = TypeVar("T")
 
 # A remaining time above this means the caller set no deadline (gRPC reports an "infinite" one as huge).
 NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
-UNAVAILABLE_LOG_INTERVAL_SECONDS = 5.0
 WATCH_METRICS = LiveMetrics("query_watch", "WatchTicks and WatchTicker streams")
 LIVE_GAP_DETAILS = "the live feed was interrupted and updates may be missing; reload history and watch again"
 
@@ -54,7 +52,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self.feed = feed
         self.ticker_feed = TickerFeed(lambda symbols, window_size, length: history.ticker(
             symbols, window_size, length, None))
-        self._unavailable_logged = -UNAVAILABLE_LOG_INTERVAL_SECONDS
 
     async def _run(self, context: grpc.aio.ServicerContext, call: Callable[[float | None], Awaitable[T]]) -> T:
         """Runs a database read within the caller's deadline; maps its failures to status codes."""
@@ -77,10 +74,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         raise AssertionError("unreachable")
 
     async def _unavailable(self, context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-        now = time.monotonic()
-        if now - self._unavailable_logged >= UNAVAILABLE_LOG_INTERVAL_SECONDS:  # one line, not one per call
-            self._unavailable_logged = now
-            log.warning("PostgreSQL unavailable", extra={"error": str(exc) or type(exc).__name__})
+        # One line per call; the log's RepeatFilter (common/logging.py) keeps an outage to a line every 30 s.
+        log.warning("PostgreSQL unavailable", extra={"error": str(exc) or type(exc).__name__})
         await context.abort(grpc.StatusCode.UNAVAILABLE, "PostgreSQL is unavailable, retry later")
         raise AssertionError("unreachable")
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from marketdata.common.config import SettingsError, load_settings
 from marketdata.common.logging import configure_logging
+from marketdata.common.runner import exit_if_database_unreachable
 from marketdata.retention import lifecycle
 
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{verb} {p.name}  [{p.lo:%Y-%m-%d %H:%M}, {p.hi:%Y-%m-%d %H:%M}) UTC  {p.bytes / 1e6:.1f} MB")
         print(f"{verb} {len(expired)} partition(s), {sum(p.bytes for p in expired) / 1e6:.1f} MB")
 
-    asyncio.run(run())
+    with exit_if_database_unreachable("retention", dsn):
+        asyncio.run(run())
 
 
 if __name__ == "__main__":

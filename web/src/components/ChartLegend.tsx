@@ -6,10 +6,12 @@ interface ChartLegendProps {
   zone: string;
   /** Width of the price scale: the legend wraps before it instead of running into it. */
   rightInset: number;
+  /** Decimals of every price of the symbol, as in the header and on the price scale. */
+  precision: number | null;
 }
 
 /** OHLC, SMA10 and volume of the bar under the crosshair, or of the newest bar. */
-export function ChartLegend({ candle, zone, rightInset }: ChartLegendProps) {
+export function ChartLegend({ candle, zone, rightInset, precision }: ChartLegendProps) {
   if (!candle) return null;
   const direction = isUp(candle) ? "up" : "down";
   return (
@@ -17,10 +19,10 @@ export function ChartLegend({ candle, zone, rightInset }: ChartLegendProps) {
       <div className="legend-time">{timeLabels(zone).barTime(candle.time)}</div>
       {(
         [
-          ["O", formatPrice(candle.open)],
-          ["H", formatPrice(candle.high)],
-          ["L", formatPrice(candle.low)],
-          ["C", formatPrice(candle.close)],
+          ["O", formatPrice(candle.open, precision)],
+          ["H", formatPrice(candle.high, precision)],
+          ["L", formatPrice(candle.low, precision)],
+          ["C", formatPrice(candle.close, precision)],
         ] as const
       ).map(([label, value]) => (
         <div key={label}>
@@ -30,7 +32,7 @@ export function ChartLegend({ candle, zone, rightInset }: ChartLegendProps) {
       ))}
       <div className="legend-sma">
         <dt>SMA10</dt>
-        <dd>{formatPrice(candle.sma10)}</dd>
+        <dd>{formatPrice(candle.sma10, precision)}</dd>
       </div>
       <div>
         <dt>Vol</dt>

@@ -14,6 +14,7 @@ import {
   type MouseEventParams,
   PriceScaleMode,
   type Time,
+  type TickMarkType,
   type UTCTimestamp,
   type WhitespaceData,
 } from "lightweight-charts";
@@ -30,15 +31,8 @@ import {
   toVolumePoint,
 } from "../lib/candles";
 import { bucketEnd, bucketStart } from "../lib/intervals";
-import {
-  formatCompact,
-  formatCountdown,
-  formatFixed,
-  formatPercent,
-  LOCALE,
-  pricePrecision,
-  timeLabels,
-} from "../lib/format";
+import { type ChartTime, chartTime } from "../lib/chart-time";
+import { formatCompact, formatCountdown, formatFixed, formatPercent, LOCALE } from "../lib/format";
 import { CANDLE_COLORS, chartTheme, type ColorScheme, SMA_COLOR, VOLUME_COLORS } from "../lib/theme";
 import { ChartLegend } from "./ChartLegend";
 
@@ -62,6 +56,8 @@ export interface PriceChartHandle {
   priceScaleWidth(): number;
   /** The price range the price scale shows. */
   priceRange(): { from: number; to: number } | null;
+  /** The axis labels the chart asked for since the data was last redrawn: true UTC time and tick mark type. */
+  tickMarks(): { time: number; type: TickMarkType; label: string }[];
 }
 
 interface PriceChartProps {
@@ -73,6 +69,8 @@ interface PriceChartProps {
   /** A new value also resets zoom and scroll. */
   selection: string;
   zone: string;
+  /** Decimals of every price of the symbol (price scale, legend), null before its first price. */
+  precision: number | null;
   /** The book holds the symbol's first candle: mark it. */
   complete: boolean;
   scheme: ColorScheme;
@@ -113,7 +111,7 @@ interface Drawn {
 
 /** Candles with an SMA10 overlay, and volume in a pane of its own below them. */
 export function PriceChart(props: PriceChartProps) {
-  const { book, resetId, olderId, selection, zone, complete, scheme, scaleMode, ignoreOutliers, ref } = props;
+  const { book, resetId, olderId, selection, zone, precision, complete, scheme, scaleMode, ignoreOutliers, ref } = props;
   const containerRef = useRef<HTMLDivElement>(null);
   const partsRef = useRef<Parts | null>(null);
   const drawnRef = useRef<Drawn>({ resetId: -1, olderId: 0, selection: "", lastTime: -Infinity });
@@ -123,27 +121,29 @@ export function PriceChart(props: PriceChartProps) {
   ignoreOutliersRef.current = ignoreOutliers;
   const bookRef = useRef(book);
   bookRef.current = book;
+  // The chart holds shifted times (see lib/chart-time.ts), in the zone of the book it drew.
+  const timeRef = useRef<ChartTime>(chartTime(book?.zone ?? zone));
+  const tickMarksRef = useRef(new Map<number, { time: number; type: TickMarkType; label: string }>());
   const [hoverTime, setHoverTime] = useState<number | null>(null);
   const [awayFromRealtime, setAwayFromRealtime] = useState(false);
   const [scaleWidth, setScaleWidth] = useState(0);
   const [lastY, setLastY] = useState<number | null>(null);
 
   useLayoutEffect(() => {
-    const labels = timeLabels(zone);
     const chart = createChart(containerRef.current!, {
       autoSize: true,
       ...chartTheme(scheme),
       crosshair: { mode: CrosshairMode.Normal },
-      // Percentages and volumes through the page's formatters too (prices: per series, see redraw).
-      localization: { locale: LOCALE, timeFormatter: labels.crosshair, percentageFormatter: formatPercent },
+      // Percentages and volumes through the page's formatters too (prices: per series, see the precision effect).
+      localization: { locale: LOCALE, percentageFormatter: formatPercent },
       timeScale: {
         timeVisible: true,
         secondsVisible: false,
         rightOffset: RIGHT_OFFSET,
         maxBarSpacing: MAX_BAR_SPACING,
-        tickMarkFormatter: labels.tickMark,
       },
     });
+    chart.applyOptions(timeFormatters(timeRef.current, tickMarksRef.current));
     const candles = chart.addSeries(CandlestickSeries, {
       upColor: CANDLE_COLORS.up,
       downColor: CANDLE_COLORS.down,
@@ -188,7 +188,7 @@ export function PriceChart(props: PriceChartProps) {
       setAwayFromRealtime(chart.timeScale().scrollPosition() < -REALTIME_BUTTON_BARS);
     };
     const onCrosshair = (param: MouseEventParams<Time>) =>
-      setHoverTime(typeof param.time === "number" ? param.time : null);
+      setHoverTime(typeof param.time === "number" ? timeRef.current.toReal(param.time) : null);
     chart.timeScale().subscribeVisibleLogicalRangeChange(onRange);
     chart.subscribeCrosshairMove(onCrosshair);
     const markers = createSeriesMarkers(candles, []);
@@ -205,13 +205,19 @@ export function PriceChart(props: PriceChartProps) {
     partsRef.current?.chart.applyOptions(chartTheme(scheme));
   }, [scheme]);
 
+  // One precision for every price of the symbol: the price scale's labels, the header's and the legend's.
   useEffect(() => {
-    const labels = timeLabels(zone);
-    partsRef.current?.chart.applyOptions({
-      localization: { timeFormatter: labels.crosshair },
-      timeScale: { tickMarkFormatter: labels.tickMark },
-    });
-  }, [zone]);
+    const parts = partsRef.current;
+    if (!parts || precision === null) return;
+    // The axis formats through the same Intl formatter as the header (one locale).
+    const priceFormat = {
+      type: "custom",
+      minMove: 10 ** -precision,
+      formatter: (price: number) => formatFixed(price, precision),
+    } as const;
+    parts.candles.applyOptions({ priceFormat });
+    parts.sma.applyOptions({ priceFormat });
+  }, [precision]);
 
   useEffect(() => {
     partsRef.current?.chart.priceScale("right").applyOptions({ mode: SCALE_MODES[scaleMode] });
@@ -226,16 +232,23 @@ export function PriceChart(props: PriceChartProps) {
   useImperativeHandle(
     ref,
     () => ({
-      bars: () => partsRef.current?.candles.data() ?? [],
+      // In true UTC seconds, as everything outside the chart.
+      bars: () =>
+        (partsRef.current?.candles.data() ?? []).map((bar) => ({
+          ...bar,
+          time: timeRef.current.toReal(bar.time as number) as UTCTimestamp,
+        })),
       visibleTimes: () => {
         const timeScale = partsRef.current?.chart.timeScale();
         const range = timeScale?.getVisibleRange();
         const logical = timeScale?.getVisibleLogicalRange();
+        const real = (time: Time) => timeRef.current.toReal(time as number);
         return range && logical
-          ? { from: range.from as number, to: range.to as number, bars: logical.to - logical.from }
+          ? { from: real(range.from), to: real(range.to), bars: logical.to - logical.from }
           : null;
       },
       markers: () => partsRef.current?.markers.markers().map((marker) => marker.text ?? "") ?? [],
+      tickMarks: () => [...tickMarksRef.current.values()],
       axisPrice: (price) => partsRef.current?.candles.priceFormatter().format(price) ?? "",
       priceScaleWidth: () => partsRef.current?.chart.priceScale("right").width() ?? 0,
       priceRange: () => {
@@ -252,7 +265,13 @@ export function PriceChart(props: PriceChartProps) {
     const candles = book?.candles ?? [];
     const drawn = drawnRef.current;
     if (drawn.resetId !== resetId || drawn.olderId !== olderId) {
-      redraw(parts, candles);
+      const mapping = chartTime(book?.zone ?? zone);
+      if (mapping !== timeRef.current) {
+        timeRef.current = mapping;
+        tickMarksRef.current.clear();
+        parts.chart.applyOptions(timeFormatters(mapping, tickMarksRef.current));
+      }
+      redraw(parts, candles, mapping);
       // The first loaded book of a selection (not the empty one shown while it loads) resets the view;
       // older pages and refetches keep it (the time scale stays anchored at the right edge).
       const shownSelection = book ? selection : drawn.selection;
@@ -260,10 +279,11 @@ export function PriceChart(props: PriceChartProps) {
       drawnRef.current = { resetId, olderId, selection: shownSelection, lastTime: candles.at(-1)?.time ?? -Infinity };
     } else {
       // Live: update the newest bar in place or append, never redraw.
+      const mapping = timeRef.current;
       for (const candle of candlesSince(candles, drawn.lastTime)) {
-        parts.candles.update(toBar(candle));
-        parts.sma.update(toSmaPoint(candle));
-        parts.volume.update(toVolumePoint(candle, VOLUME_COLORS));
+        parts.candles.update(shifted(toBar(candle), mapping));
+        parts.sma.update(shifted(toSmaPoint(candle), mapping));
+        parts.volume.update(shifted(toVolumePoint(candle, VOLUME_COLORS), mapping));
         drawn.lastTime = candle.time;
       }
     }
@@ -276,7 +296,7 @@ export function PriceChart(props: PriceChartProps) {
     const first = candles[0];
     parts.markers.setMarkers(
       complete && first
-        ? [{ time: first.time as UTCTimestamp, position: "belowBar", shape: "arrowUp", color: "#8b97a8", text: "First trade" }]
+        ? [{ time: timeRef.current.toChart(first.time) as UTCTimestamp, position: "belowBar", shape: "arrowUp", color: "#8b97a8", text: "First trade" }]
         : [],
     );
     return () => cancelAnimationFrame(frame);
@@ -303,7 +323,7 @@ export function PriceChart(props: PriceChartProps) {
   return (
     <div className="chart">
       <div className="chart-canvas" ref={containerRef} />
-      <ChartLegend candle={shown} zone={zone} rightInset={scaleWidth} />
+      <ChartLegend candle={shown} zone={zone} rightInset={scaleWidth} precision={precision} />
       {remaining !== null && remaining > 0 && lastY !== null && scaleWidth > 0 && (
         <div
           className={`countdown countdown-${last && isUp(last) ? "up" : "down"}`}
@@ -341,20 +361,28 @@ function showLatest(chart: IChartApi, barCount: number) {
   if (barCount * DEFAULT_BAR_SPACING < timeScale.width()) timeScale.fitContent();
 }
 
-function redraw(parts: Parts, candles: readonly Candle[]) {
-  const reference = candles.at(-1)?.close;
-  if (reference !== undefined) {
-    const precision = pricePrecision(reference);
-    // The axis formats through the same Intl formatter as the header (one locale).
-    const priceFormat = {
-      type: "custom",
-      minMove: 10 ** -precision,
-      formatter: (price: number) => formatFixed(price, precision),
-    } as const;
-    parts.candles.applyOptions({ priceFormat });
-    parts.sma.applyOptions({ priceFormat });
-  }
-  parts.candles.setData(candles.map(toBar));
-  parts.sma.setData(candles.map(toSmaPoint));
-  parts.volume.setData(candles.map((candle) => toVolumePoint(candle, VOLUME_COLORS)));
+function redraw(parts: Parts, candles: readonly Candle[], mapping: ChartTime) {
+  parts.candles.setData(candles.map((candle) => shifted(toBar(candle), mapping)));
+  parts.sma.setData(candles.map((candle) => shifted(toSmaPoint(candle), mapping)));
+  parts.volume.setData(candles.map((candle) => shifted(toVolumePoint(candle, VOLUME_COLORS), mapping)));
+}
+
+/** A point at its chart time: the wall clock of the book's zone, read as UTC (lib/chart-time.ts). */
+function shifted<P extends { time: UTCTimestamp }>(point: P, mapping: ChartTime): P {
+  return { ...point, time: mapping.toChart(point.time) as UTCTimestamp };
+}
+
+/** Crosshair and axis labels of chart times; the axis labels asked for are noted for the test hook. */
+function timeFormatters(mapping: ChartTime, noted: Map<number, { time: number; type: TickMarkType; label: string }>) {
+  return {
+    localization: { timeFormatter: mapping.crosshair },
+    timeScale: {
+      tickMarkFormatter: (time: Time, type: TickMarkType) => {
+        const label = mapping.tickMark(time, type);
+        if (noted.size > 2_000) noted.clear();
+        noted.set(time as number, { time: mapping.toReal(time as number), type, label });
+        return label;
+      },
+    },
+  };
 }

@@ -8,10 +8,12 @@ interface QuoteHeaderProps {
   quote: string | null;
   /** Seconds since the symbol's last trade, null when unknown. */
   tradeAge: number | null;
+  /** Decimals of every price of the symbol (symbolPrecision), null before its first price. */
+  precision: number | null;
 }
 
 /** 24h rolling figures of the selected symbol, from the ticker (not from the bars on screen). */
-export function QuoteHeader({ symbol, ticker, base, quote, tradeAge }: QuoteHeaderProps) {
+export function QuoteHeader({ symbol, ticker, base, quote, tradeAge, precision }: QuoteHeaderProps) {
   const change = ticker?.change ?? null;
   const trend = change === null || change === 0 ? "flat" : change > 0 ? "up" : "down";
   const last = ticker?.last ?? null;
@@ -20,7 +22,7 @@ export function QuoteHeader({ symbol, ticker, base, quote, tradeAge }: QuoteHead
       <div className="quote-last">
         <span className="quote-symbol" data-testid="quote-symbol">{symbol ?? "–"}</span>
         <span className="quote-price" data-testid="last-price">
-          {formatPrice(last)}
+          {formatPrice(last, precision)}
         </span>
         {quote && <span className="quote-unit">{quote}</span>}
       </div>
@@ -28,16 +30,16 @@ export function QuoteHeader({ symbol, ticker, base, quote, tradeAge }: QuoteHead
         <div>
           <dt>24h change</dt>
           <dd className={trend} data-testid="change">
-            {formatSignedPrice(change, last)} ({formatPercent(ticker?.changePercent)})
+            {formatSignedPrice(change, last, precision)} ({formatPercent(ticker?.changePercent)})
           </dd>
         </div>
         <div>
           <dt>24h high</dt>
-          <dd data-testid="high">{formatPrice(ticker?.high)}</dd>
+          <dd data-testid="high">{formatPrice(ticker?.high, precision)}</dd>
         </div>
         <div>
           <dt>24h low</dt>
-          <dd data-testid="low">{formatPrice(ticker?.low)}</dd>
+          <dd data-testid="low">{formatPrice(ticker?.low, precision)}</dd>
         </div>
         <div>
           <dt>24h volume{base ? ` (${base})` : ""}</dt>

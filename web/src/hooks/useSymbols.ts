@@ -1,6 +1,7 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { fetchSymbols } from "../lib/api";
 import type { ApiSymbol } from "../lib/api-types";
+import { createPoller, type Poller } from "../lib/poller";
 
 const FIRST_RETRY_MS = 2_000;
 const MAX_RETRY_MS = 30_000;
@@ -16,39 +17,43 @@ export interface SymbolList {
   /** Until the first successful load. */
   loading: boolean;
   error: string | null;
+  /** The connection is back (a stream reopened): load now instead of after the backoff. */
+  retry(): void;
 }
 
-/** Active symbols from /api/v1/symbols, refreshed every minute; retried with backoff while it fails or is empty. */
+/**
+ * Active symbols from /api/v1/symbols, refreshed every minute; retried with backoff while it fails or is
+ * empty, and at once when the browser comes back online or `retry` is called (a stream reopened).
+ */
 export function useSymbols(): SymbolList {
-  const [list, setList] = useState<SymbolList>({ symbols: [], loading: true, error: null });
+  const [list, setList] = useState<Omit<SymbolList, "retry">>({ symbols: [], loading: true, error: null });
+  const pollerRef = useRef<Poller | null>(null);
+  const [retry] = useState(() => () => pollerRef.current?.retryNow());
 
   useEffect(() => {
-    const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let delay = FIRST_RETRY_MS;
-    const retry = (load: () => Promise<void>) => {
-      timer = setTimeout(() => void load(), delay);
-      delay = Math.min(delay * 2, MAX_RETRY_MS);
-    };
-    const load = async () => {
-      try {
-        const symbols = await fetchSymbols(controller.signal);
-        setList((previous) => ({ symbols: sameSymbols(previous.symbols, symbols) ? previous.symbols : symbols,
-          loading: false, error: null }));
-        if (symbols.length === 0) retry(load);
-        else timer = setTimeout(() => void load(), REFRESH_MS); // symbols listed or delisted meanwhile
-      } catch (error) {
-        if (controller.signal.aborted) return;
-        setList((previous) => ({ ...previous, error: `Could not load symbols: ${(error as Error).message}` }));
-        retry(load);
-      }
-    };
-    void load();
+    const poller = createPoller<ApiSymbol>({
+      load: fetchSymbols,
+      onLoaded: (symbols) =>
+        setList((previous) => ({
+          symbols: sameSymbols(previous.symbols, symbols) ? previous.symbols : [...symbols],
+          loading: false,
+          error: null,
+        })),
+      onFailed: (error) => setList((previous) => ({ ...previous, error: `Could not load symbols: ${error.message}` })),
+      firstRetryMs: FIRST_RETRY_MS,
+      maxRetryMs: MAX_RETRY_MS,
+      refreshMs: REFRESH_MS,
+    });
+    pollerRef.current = poller;
+    poller.start();
+    const online = () => poller.retryNow();
+    window.addEventListener("online", online);
     return () => {
-      controller.abort();
-      clearTimeout(timer);
+      window.removeEventListener("online", online);
+      poller.stop();
+      pollerRef.current = null;
     };
   }, []);
 
-  return list;
+  return { ...list, retry };
 }

@@ -1,6 +1,15 @@
 import { TickMarkType, type UTCTimestamp } from "lightweight-charts";
 import { describe, expect, it } from "vitest";
-import { formatFixed, formatPercent, pricePrecision, timeLabels } from "./format";
+import {
+  formatFixed,
+  formatNarrowPrice,
+  formatPercent,
+  formatPrice,
+  formatSignedPrice,
+  pricePrecision,
+  symbolPrecision,
+  timeLabels,
+} from "./format";
 
 const formatBarTime = (seconds: number) => timeLabels().barTime(seconds);
 const formatTickMark = timeLabels().tickMark;
@@ -15,6 +24,32 @@ describe("pricePrecision", () => {
     expect(pricePrecision(1.2345)).toBe(5);
     expect(pricePrecision(0.000123)).toBe(8);
     expect(pricePrecision(0)).toBe(5);
+  });
+});
+
+describe("symbolPrecision", () => {
+  it("chooses one number of decimals per symbol, from its typical price, not per value", () => {
+    // The issue: 24h high 43,015.14 next to 24h low 1.00000 after a single 1.0 print.
+    const closes = [43_000.5, 43_015.14, 42_990.1, 1.0, 43_001.2];
+    const digits = symbolPrecision(closes);
+    expect(digits).toBe(2);
+    expect(formatPrice(43_015.14, digits)).toBe("43,015.14");
+    expect(formatPrice(1.0, digits)).toBe("1.00");
+    expect(formatSignedPrice(-43_014.14, 1.0, digits)).toBe("-43,014.14");
+    expect(symbolPrecision([0.000123, 0.000125, 430])).toBe(8);
+    expect(symbolPrecision([100.1, 99.9, 101.5])).toBe(3);
+    expect(symbolPrecision([null, undefined, 0, Number.NaN])).toBeNull();
+  });
+});
+
+describe("formatNarrowPrice", () => {
+  it("keeps ordinary prices as in the header and shortens long ones for the watchlist", () => {
+    expect(formatNarrowPrice(43_015.14)).toBe("43,015.14");
+    expect(formatNarrowPrice(0.0012345)).toBe("0.001235");
+    expect(formatNarrowPrice(0.00000999)).toBe("9.99E-6");
+    expect(formatNarrowPrice(67_816_817.2)).toBe("67.82M");
+    expect(formatNarrowPrice(null)).toBe("–");
+    expect(formatNarrowPrice(1.0, symbolPrecision([1.0, 43_000, 43_447.78, 1.0]))).toBe("1.00");
   });
 });
 

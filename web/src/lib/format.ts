@@ -2,12 +2,11 @@
 // axes, all through the same Intl formatters in one locale (the browser's), so
 // de-DE reads 43.179,63 on the price scale as in the header.
 //
-// Time zone choice: the chart keeps true UTC seconds (what the API sends and
-// what lightweight-charts expects) and only its *labels* are put in the chosen
-// zone, via localization.timeFormatter (crosshair) and timeScale.tickMarkFormatter
-// (axis). Shifting the data by the offset instead would repeat or skip bar times
-// at DST changes, which the chart rejects. Bars themselves are aligned in that
-// zone by the API (timeZone parameter).
+// Time zone choice: times are true UTC seconds everywhere (what the API sends)
+// and labels are formatted in the chosen zone. The chart itself is handed
+// times shifted to the zone's wall clock, so that it puts day and month labels
+// at local midnight (lib/chart-time.ts); its formatters map them back first.
+// Bars themselves are aligned in that zone by the API (timeZone parameter).
 
 import { type Time, TickMarkType } from "lightweight-charts";
 
@@ -31,19 +30,40 @@ export function pricePrecision(price: number): number {
   return Math.min(8, Math.max(2, 5 - magnitude));
 }
 
+/**
+ * Decimals of every price of one symbol, from its typical price (the upper median of `prices`, e.g. its
+ * candles' closes): a stray print far off the usual price is shown with the symbol's decimals too, so the
+ * header, the legend and the price scale never mix "43,015.14" with "1.00000". null without any price.
+ */
+export function symbolPrecision(prices: Iterable<number | null | undefined>): number | null {
+  const magnitudes: number[] = [];
+  for (const price of prices) {
+    if (price !== null && price !== undefined && Number.isFinite(price) && price !== 0) magnitudes.push(Math.abs(price));
+  }
+  if (magnitudes.length === 0) return null;
+  magnitudes.sort((a, b) => a - b);
+  return pricePrecision(magnitudes[Math.floor(magnitudes.length / 2)]!);
+}
+
 /** A price with a fixed number of decimals: the chart's price scale uses this too. */
 export function formatFixed(value: number, digits: number): string {
   return numberFormat(`fixed${digits}`, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(value);
 }
 
-export function formatPrice(price: number | null | undefined, digits?: number): string {
+/** A price with the symbol's decimals (symbolPrecision); without them, with decimals for its own size. */
+export function formatPrice(price: number | null | undefined, digits?: number | null): string {
   if (price === null || price === undefined) return "–";
   return formatFixed(price, digits ?? pricePrecision(price));
 }
 
-export function formatSignedPrice(change: number | null | undefined, reference: number | null | undefined): string {
+/** A price change, signed, with the symbol's decimals (without them: those of `reference`). */
+export function formatSignedPrice(
+  change: number | null | undefined,
+  reference: number | null | undefined,
+  symbolDigits?: number | null,
+): string {
   if (change === null || change === undefined) return "–";
-  const digits = pricePrecision(reference ?? change);
+  const digits = symbolDigits ?? pricePrecision(reference ?? change);
   return numberFormat(`signed${digits}`, {
     minimumFractionDigits: digits,
     maximumFractionDigits: digits,
@@ -66,6 +86,22 @@ export function formatVolume(volume: number | null | undefined): string {
   return volume >= 10_000
     ? numberFormat("compact", { notation: "compact", maximumFractionDigits: 2 }).format(volume)
     : numberFormat("volume", { maximumFractionDigits: 4 }).format(volume);
+}
+
+/**
+ * A price for a narrow column (the watchlist): the symbol's decimals (`digits`) while it fits in about
+ * `maxChars` characters, else shorter ("67.82M", "0.001235", "9.99E-6"), so the column never crowds out the symbol's name.
+ */
+export function formatNarrowPrice(price: number | null | undefined, digits?: number | null, maxChars = 9): string {
+  if (price === null || price === undefined) return "–";
+  const full = formatFixed(price, digits ?? pricePrecision(price));
+  if (full.length <= maxChars) return full;
+  // Big: "67.82M". Small: four significant digits ("0.001235"), or "9.99E-6" when even those leave
+  // so many zeros that an ellipsis would keep nothing else.
+  if (Math.abs(price) >= 1) return numberFormat("compact4", { notation: "compact", maximumSignificantDigits: 4 }).format(price);
+  const short = numberFormat("significant4", { maximumSignificantDigits: 4 }).format(price);
+  if (short.length <= maxChars) return short;
+  return numberFormat("scientific4", { notation: "scientific", maximumSignificantDigits: 3 }).format(price);
 }
 
 /** Three significant digits, compact ("3.03K", "51.7M"): for narrow columns. */

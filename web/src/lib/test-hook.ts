@@ -22,6 +22,8 @@ export interface DashboardTestHook {
   priceScaleWidth(): number;
   /** The price range the price scale shows. */
   priceRange(): { from: number; to: number } | null;
+  /** The time axis labels drawn since the last redraw: true UTC time, lightweight-charts' TickMarkType, text. */
+  tickMarks(): { time: number; type: number; label: string }[];
   /** The selection whose history the chart shows; null while one loads. */
   symbol: string | null;
   interval: string | null;

@@ -8,6 +8,7 @@ import {
   parseTicker,
   sortWatchlist,
   tradeFreshness,
+  watchlistKey,
 } from "./ticker";
 
 const NOW = Date.UTC(2026, 10, 24, 12) / 1000;
@@ -108,5 +109,17 @@ describe("watchlist", () => {
 
   it("lists favourites first, then by symbol", () => {
     expect(sortWatchlist(rows, new Set(["ETHUSDT"])).map((r) => r.symbol)).toEqual(["ETHUSDT", "BTCEUR", "BTCUSDT"]);
+  });
+});
+
+describe("watchlistKey", () => {
+  it("lets a keyboard-only user add and remove favourites: * on the active row", () => {
+    expect(watchlistKey({ key: "*" })).toBe("favourite");
+    expect(watchlistKey({ key: "*", ctrlKey: true })).toBeNull();
+    expect(watchlistKey({ key: "ArrowDown" })).toBe("down");
+    expect(watchlistKey({ key: "ArrowUp" })).toBe("up");
+    expect(watchlistKey({ key: "Enter" })).toBe("open");
+    expect(watchlistKey({ key: "Escape" })).toBe("clear");
+    expect(watchlistKey({ key: "b" })).toBeNull();
   });
 });

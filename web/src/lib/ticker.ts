@@ -141,3 +141,28 @@ export function matchesSearch(row: { symbol: string; base: string; quote: string
   const quote = row.quote.toUpperCase();
   return words.every((word) => symbol.includes(word) || base.startsWith(word) || quote.startsWith(word));
 }
+
+/** What a key pressed in the watchlist's search does to its active row. */
+export type WatchlistAction = "up" | "down" | "open" | "favourite" | "clear" | null;
+
+/**
+ * The watchlist's keys (its search box keeps the focus): ↑/↓ move, Enter opens the
+ * active row, * adds it to or removes it from the favourites (no symbol has a *, so
+ * it is never part of a search), Escape clears the search.
+ */
+export function watchlistKey(event: { key: string; ctrlKey?: boolean; altKey?: boolean; metaKey?: boolean }): WatchlistAction {
+  switch (event.key) {
+    case "ArrowUp":
+      return "up";
+    case "ArrowDown":
+      return "down";
+    case "Enter":
+      return "open";
+    case "*":
+      return event.ctrlKey || event.altKey || event.metaKey ? null : "favourite";
+    case "Escape":
+      return "clear";
+    default:
+      return null;
+  }
+}
