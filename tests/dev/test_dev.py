@@ -136,11 +136,11 @@ def assert_nothing_left(before: set[int], dev: DevProcess) -> None:
         raise AssertionError(f"left behind:\n{describe(left)}\n\n{dev.output[-3000:]}") from None
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Iterator[Path]:
-    # Not under pytest's basetemp: the embedded PostgreSQL runs as another user when the tests run as root,
-    # and must be able to reach its directory; a short path also keeps its unix socket path legal.
-    root = Path(tempfile.mkdtemp(prefix="md-dev-", dir="/tmp"))
+def temporary_data_dir(prefix: str) -> Iterator[Path]:
+    """A data directory for marketdata dev; whatever still runs in it is killed afterwards. Not under pytest's
+    basetemp: the embedded PostgreSQL runs as another user when the tests run as root, and must be able to reach
+    its directory; a short path also keeps its unix socket path legal."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(root, 0o755)
     yield root / "data"
     for pid in mentioning(str(root)):
@@ -149,6 +149,11 @@ def data_dir() -> Iterator[Path]:
         except ProcessLookupError:
             pass
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Iterator[Path]:
+    yield from temporary_data_dir("md-dev-")
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -20,22 +18,14 @@ import pytest
 from marketdata.dev.__main__ import Dev, parse_args
 from marketdata.dev.supervisor import Output
 from tests.dev.procs import cmdline, describe, mentioning
-from tests.dev.test_dev import DevProcess, Ports, assert_nothing_left, candles, dev_env, trades_of
+from tests.dev.test_dev import (DevProcess, Ports, assert_nothing_left, candles, dev_env, temporary_data_dir,
+                                trades_of)
 from tests.support.processes import health_status, wait_for
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # As in test_dev: outside pytest's basetemp, readable by the PostgreSQL user, a short socket path.
-    root = Path(tempfile.mkdtemp(prefix="md-devw-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    yield root / "data"
-    for pid in mentioning(str(root)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(root, ignore_errors=True)
+    yield from temporary_data_dir("md-devw-")
 
 
 def embedded_nats_pid(data_dir: Path) -> int:

@@ -178,6 +178,15 @@ async def seed_history(client: httpx.AsyncClient, stack, symbol: str, start_pric
     raise AssertionError(f"the history of {symbol} never showed its {HISTORY_MINUTES} minutes")
 
 
+async def seeded_symbol(edge_stack, start_price: float) -> str:
+    """A new symbol with HISTORY_MINUTES of trades around start_price."""
+    symbol = unique_symbol()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await call(edge_stack.seed_symbol, symbol)
+        await seed_history(client, edge_stack, symbol, start_price)
+    return symbol
+
+
 async def wait_for_close(page, price: float, timeout_ms: int) -> None:
     await page.wait_for_function(
         "price => window.__md.lastBar()?.close === price", arg=price, timeout=timeout_ms
@@ -492,10 +501,7 @@ async def test_a_symbol_without_recent_trades_shows_stale(edge_stack, page, page
 
 
 async def test_bad_links_show_a_notice_and_a_valid_selection(edge_stack, page, page_errors):
-    symbol = unique_symbol()
-    async with httpx.AsyncClient(timeout=10) as client:
-        await call(edge_stack.seed_symbol, symbol)
-        await seed_history(client, edge_stack, symbol, 500)
+    symbol = await seeded_symbol(edge_stack, 500)
     await page.goto(f"{edge_stack.base_url}/?symbol=NOPEUSD&interval=bogus&tz=Mars/Olympus")
     notice = page.locator("[data-testid=notice]")
     await notice.wait_for(timeout=LOAD_TIMEOUT_MS)
@@ -513,10 +519,7 @@ async def test_bad_links_show_a_notice_and_a_valid_selection(edge_stack, page, p
 
 
 async def test_phone_width_without_overlap(edge_stack, open_page, page_errors):
-    symbol = unique_symbol()
-    async with httpx.AsyncClient(timeout=10) as client:
-        await call(edge_stack.seed_symbol, symbol)
-        await seed_history(client, edge_stack, symbol, 43_179)
+    symbol = await seeded_symbol(edge_stack, 43_179)
     page = await open_page(width=360, height=740, locale="de-DE")
     await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")
     await wait_for_selection(page, symbol, "1m")
@@ -651,10 +654,7 @@ async def test_one_precision_per_symbol_and_full_names_in_the_watchlist(edge_sta
 
 
 async def test_favourites_by_keyboard(edge_stack, page, page_errors):
-    symbol = unique_symbol()
-    async with httpx.AsyncClient(timeout=10) as client:
-        await call(edge_stack.seed_symbol, symbol)
-        await seed_history(client, edge_stack, symbol, 2_300)
+    symbol = await seeded_symbol(edge_stack, 2_300)
     await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")
     await wait_for_selection(page, symbol, "1m")
     search = page.locator("[data-testid=watchlist-search]")
@@ -677,10 +677,7 @@ async def test_favourites_by_keyboard(edge_stack, page, page_errors):
 
 
 async def test_symbol_error_clears_when_the_connection_is_back(edge_stack, page, page_errors):
-    symbol = unique_symbol()
-    async with httpx.AsyncClient(timeout=10) as client:
-        await call(edge_stack.seed_symbol, symbol)
-        await seed_history(client, edge_stack, symbol, 500)
+    symbol = await seeded_symbol(edge_stack, 500)
     # Timers under the test's control (time still flows): the symbol list's backoff grows in no time.
     await page.clock.install()
     await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")

@@ -29,7 +29,7 @@ class FakeQuery:
 
     async def list_symbols(self, request: query_pb2.ListSymbolsRequest, context: Any) -> query_pb2.ListSymbolsResponse:
         self.metadata.append(dict(context.invocation_metadata()))
-        return query_pb2.ListSymbolsResponse(items=[market_pb2.Symbol(symbol="FAKEUSDT", base="FAKE", quote="USDT")])
+        return query_pb2.ListSymbolsResponse(items=[market_pb2.Symbol(symbol="FAKEUSDT", base="FAKE", quote="USDT", active=True)])
 
     async def get_latest(self, request: query_pb2.GetLatestRequest, context: Any) -> query_pb2.GetLatestResponse:
         command, _, argument = request.symbol.partition("-")
@@ -75,7 +75,7 @@ async def test_api_key_and_request_id_are_forwarded(fake_edge: tuple[httpx.Async
     client, fake = fake_edge
     response = await client.get("/api/v1/symbols", headers={"x-api-key": "k-1", "x-request-id": "r-1"})
     assert response.status_code == 200
-    assert response.json() == {"items": [{"symbol": "FAKEUSDT", "base": "FAKE", "quote": "USDT", "active": False}]}
+    assert response.json() == {"items": [{"symbol": "FAKEUSDT", "base": "FAKE", "quote": "USDT", "active": True}]}
     assert fake.metadata[-1]["x-api-key"] == "k-1" and fake.metadata[-1]["x-request-id"] == "r-1"
     response = await client.get("/api/v1/symbols")
     generated = response.headers["x-request-id"]

@@ -10,7 +10,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
-import msgspec
 import pytest
 
 from tests.edge.conftest import EdgeProcess, unique_symbol
@@ -106,24 +105,6 @@ def test_ndjson_takes_every_form_a_json_body_takes(edge_stack: EdgeStack, symbol
     early = httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history", params={
         "view": "ticks", "from": "1970-01-01T00:00:00Z", "to": "1971-01-01T00:00:00Z"}).json()["ticks"]
     assert [t["eventTime"] for t in early] == ["1970-01-15T13:00:00Z", "1970-03-01T12:00:00Z"]
-
-
-def test_an_ndjson_batch_ingest_refuses_is_described_in_stream_positions(edge_stack: EdgeStack, symbol: str) -> None:
-    ticks = ticks_for(symbol, 40)
-    ticks[25]["price"] = -3.0
-    payload = ndjson(ticks)
-    cut = payload.index(msgspec.json.encode(ticks[20]))
-
-    def two_chunks():  # type: ignore[no-untyped-def]
-        yield payload[:cut]
-        time.sleep(0.2)
-        yield payload[cut:]
-
-    body = problem(httpx.post(f"{edge_stack.base_url}{TICKS}", content=two_chunks(), headers={
-        "x-api-key": edge_stack.api_key, "content-type": "application/x-ndjson"}), 400, "INVALID_ARGUMENT")
-    assert [v["field"] for v in body["violations"]] == ["items[25].price"], body
-    assert body["detail"].startswith("invalid argument: items[25].price:"), body
-    assert body["detail"].endswith("; the 20 ticks before it were accepted"), body
 
 
 @pytest.fixture

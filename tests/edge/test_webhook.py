@@ -114,6 +114,9 @@ def test_ndjson_bad_line_is_named_at_its_stream_position(edge_stack: EdgeStack, 
     body = problem(httpx.post(f"{edge_stack.base_url}{TICKS}", content=two_chunks(), headers={
         "x-api-key": edge_stack.api_key, "content-type": "application/x-ndjson"}), 400, "INVALID_ARGUMENT")
     assert [v["field"] for v in body["violations"]] == ["items[25].price"], body
+    # The detail too: the batches are the edge's cut, not the client's.
+    assert body["detail"].startswith("invalid argument: items[25].price:"), body
+    assert body["detail"].endswith("; the 20 ticks before it were accepted"), body
 
 
 @pytest.mark.parametrize(("line", "fields"), [
