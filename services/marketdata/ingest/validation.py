@@ -180,7 +180,8 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
                 or not tick.HasField("event_time")):
             return None
         ts = tick.event_time
-        if ts.seconds < EVENT_TIME_MIN_SECONDS or ts.seconds + ts.nanos / 1e9 > latest_allowed:
+        seconds, nanos = ts.seconds, ts.nanos  # read once: each read of a field is a call into upb
+        if seconds < EVENT_TIME_MIN_SECONDS or seconds + nanos / 1e9 > latest_allowed:
             return None
         trade_id = tick.trade_id
         if len(trade_id) > max_trade_id or not (trade_id.isprintable() or TEXT_PATTERN.match(trade_id)):
@@ -194,7 +195,7 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
         if not trade_id:
             trade_id = derived_trade_id(tick)
             derived.append((tick, trade_id))
-        key = (symbol, ts.seconds, ts.nanos, trade_id)
+        key = (symbol, seconds, nanos, trade_id)
         if key in seen:
             batch.duplicates += 1
             continue
