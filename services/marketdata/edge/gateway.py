@@ -241,10 +241,10 @@ class EdgeBodyValidator(JSONRequestBodyValidator):
             text = raw.decode(self._encoding)
             # NaN and Infinity are not JSON, though Python's json reads them.
             return json.loads(text, parse_constant=_not_json) if text else None
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            if isinstance(exc, UnicodeDecodeError):
-                raise EdgeProblem(400, f"request body is not valid {self._encoding}: {exc.reason} at byte "
-                                       f"{exc.start}") from None
+        except UnicodeDecodeError as exc:
+            raise EdgeProblem(400, f"request body is not valid {self._encoding}: {exc.reason} at byte {exc.start}") \
+                from None
+        except ValueError as exc:  # JSONDecodeError, or a NaN / Infinity literal
             raise EdgeProblem(400, f"request body is not valid JSON: {exc}") from None
         except RecursionError:  # json.loads on arrays or objects nested thousands deep
             raise EdgeProblem(400, "request body is not valid JSON: nested too deeply") from None

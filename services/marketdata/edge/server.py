@@ -289,22 +289,23 @@ class EdgeMiddleware:
     async def dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The tick webhook's hot path (webhook.py) before connexion, everything else through connexion, other
         bodies read first (webhook.buffered: gzip, EDGE_MAX_BODY_BYTES, stalls)."""
-        if scope.get("method") in BODY_METHODS and b"content-type" not in dict(scope.get("headers", ())):
+        if scope.get("method") not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if b"content-type" not in dict(scope.get("headers", ())):
             # A body without a media type is read as JSON, as grpc-gateway reads it.
             scope = {**scope, "headers": [*scope.get("headers", ()), (b"content-type", b"application/json")]}
         if self.webhook is not None and TickWebhook.handles(scope):
             await self.webhook(scope, receive, send)
-        elif scope.get("method") in BODY_METHODS:
-            try:
-                scope, receive = await buffered(scope, receive, self.max_body_bytes, self.body_idle_seconds)
-            except ClientGone:
-                return
-            except BodyTooLarge:
-                await too_large(self.max_body_bytes)(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return
+        try:
+            scope, receive = await buffered(scope, receive, self.max_body_bytes, self.body_idle_seconds)
+        except ClientGone:
+            return
+        except BodyTooLarge:
+            await too_large(self.max_body_bytes)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
     def route_of(self, path: str) -> str:
         for pattern, template in self.routes:

@@ -49,6 +49,7 @@ from marketdata.edge.gateway import (
     body_problem,
     check_api_key_characters,
     parse_error_violation,
+    problem_from_exception,
     problem_response,
     rpc_error_response,
     to_json_bytes,
@@ -358,8 +359,7 @@ class TickWebhook:
         except ClientGone:
             return
         except EdgeProblem as exc:
-            response = problem_response(exc.status, exc.detail or "", grpc_code=exc.grpc_code,
-                                        violations=exc.violations, headers=exc.headers)
+            response = problem_from_exception(exc)
         except BodyTooLarge:
             response = too_large(self.max_body_bytes)
         if response is not None:
