@@ -14,10 +14,11 @@ from marketdata.common.embedded import free_port
 from tests.support.processes import wait_for
 
 
-def marketdata(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def marketdata(*args: str, timeout: float = 60, module: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    """`marketdata ARGS`, or with module=True `python -m ARGS` (the module named first)."""
     base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "API_KEYS", "BIND_HOST")}
-    return subprocess.run([sys.executable, "-m", "marketdata", *args], env={**base, **env}, capture_output=True,
-                          text=True, timeout=timeout)
+    command = [sys.executable, "-m", *args] if module else [sys.executable, "-m", "marketdata", *args]
+    return subprocess.run(command, env={**base, **env}, capture_output=True, text=True, timeout=timeout)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -52,12 +53,15 @@ def test_a_wrong_database_or_role_is_one_line(command: str, postgres_url: str) -
     assert 'role "md_no_such_role" does not exist' in line
 
 
-def test_query_takes_no_options_like_the_other_services() -> None:
+@pytest.mark.parametrize("as_module", [False, True], ids=["marketdata-command", "python-m-module"])
+def test_the_services_take_no_options_and_answer_help(as_module: bool) -> None:
+    """`marketdata ingest --help` and `python -m marketdata.ingest --help` alike: help, not a server start."""
     for command in ("ingest", "aggregator", "query", "edge"):
-        helped = marketdata(command, "--help", timeout=30)
+        invocation = (f"marketdata.{command}",) if as_module else ("marketdata", command)
+        helped = marketdata(*invocation, "--help", timeout=30, module=True)
         assert helped.returncode == 0 and helped.stdout.startswith(f"usage: marketdata {command}"), helped.stderr
         assert "Configured by environment variables" in helped.stdout
-        refused = marketdata(command, "--bogus-flag", timeout=30)
+        refused = marketdata(*invocation, "--bogus-flag", timeout=30, module=True)
         assert refused.returncode == 2
         assert "unrecognized arguments: --bogus-flag" in refused.stderr
 

@@ -56,8 +56,9 @@ def parse_service_args(name: str, argv: list[str] | None, description: str | Non
 
 def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: list[str] | None = None,
                 description: str | None = None) -> None:
-    """Runs serve(settings) until SIGTERM/SIGINT. Services take no options: everything comes from env vars."""
-    parse_service_args(name, argv or [], description)
+    """Runs serve(settings) until SIGTERM/SIGINT. Services take no options: everything comes from env vars.
+    argv None: the process's own arguments (`python -m marketdata.ingest --help`)."""
+    parse_service_args(name, argv, description)
     try:
         settings = load_settings()
     except SettingsError as exc:
