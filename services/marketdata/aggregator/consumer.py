@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import time
@@ -369,14 +370,12 @@ class Aggregator:
         limit = self.settings.max_deliver
         for decoded in batch:
             delivered = decoded.msg.metadata.num_delivered or 1
-            try:
+            with contextlib.suppress(NATS_ERRORS):  # NATS away: redelivered after ack_wait anyway
                 if delivered >= limit:
                     await self._dead_letter(client, decoded.msg, f"not committed after {delivered} deliveries: "
                                                                  f"{error}", "max_deliver")
                 else:
                     await decoded.msg.nak(delay=min(MAX_REDELIVERY_DELAY_SECONDS, 2.0 ** (delivered - 1)))
-            except NATS_ERRORS:  # NATS away: redelivered after ack_wait anyway
-                pass
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consumes until stopping is set; survives NATS and PostgreSQL outages."""
@@ -420,10 +419,8 @@ class Aggregator:
         self.consuming = False
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            try:
+            with contextlib.suppress(NATS_ERRORS):  # the connection may be gone; nothing to release then
                 await subscription.unsubscribe()
-            except NATS_ERRORS:  # the connection may be gone; nothing to release then
-                pass
 
     async def _check_subscription(self, client: NATS) -> None:
         """Resubscribes when the stream was recreated (another incarnation) or the consumer deleted."""

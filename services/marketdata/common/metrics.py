@@ -11,11 +11,12 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from marketdata.common.interceptors import Around, CallEnd, CallInterceptor
 
+# Seconds; one set for every latency histogram, so the gRPC and HTTP figures line up.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 GRPC_HANDLED = Counter("grpc_server_handled_total", "gRPC calls completed", ["grpc_service", "grpc_method", "grpc_code"])
 GRPC_LATENCY = Histogram(
     "grpc_server_handling_seconds", "gRPC call duration (a stream: its whole life)", ["grpc_service", "grpc_method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
+    buckets=LATENCY_BUCKETS)
 
 
 def serve_metrics(port: int, host: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -89,11 +90,9 @@ class NatsConnection:
         if self._task and not self._task.done():
             self._task.cancel()
         if self.client is not None and not self.client.is_closed:
-            try:
+            with contextlib.suppress(NATS_ERRORS):  # connection lost or flush timed out: closing anyway
                 if self.client.is_connected:
                     await self.client.flush(timeout=2)
-            except NATS_ERRORS:  # connection lost or flush timed out: closing anyway
-                pass
             await self.client.close()
 
 

@@ -49,21 +49,27 @@ async def _serve_then_freeze(serve: Callable[[Settings], Awaitable[None]], setti
 
 
 def parse_service_args(name: str, argv: list[str] | None, description: str | None) -> argparse.Namespace:
-    """--help, and an error naming any option given: services take none."""
+    """--help, and an error naming any option given: services take none (everything comes from env vars).
+    argv None: the process's own arguments (`python -m marketdata.ingest --help`)."""
     return argparse.ArgumentParser(prog=f"marketdata {name}", description=description,
                                    epilog="Configured by environment variables; see the README.").parse_args(argv)
 
 
-def run_service(name: str, serve: Callable[[Settings], Awaitable[None]], argv: list[str] | None = None,
-                description: str | None = None) -> None:
-    """Runs serve(settings) until SIGTERM/SIGINT. Services take no options: everything comes from env vars.
-    argv None: the process's own arguments (`python -m marketdata.ingest --help`)."""
-    parse_service_args(name, argv, description)
+def command_settings(name: str, *, database: bool = False) -> Settings:
+    """The settings, with logging set up; a bad or missing variable ends the command with one line."""
     try:
         settings = load_settings()
+        if database:
+            settings.require_database_url()
     except SettingsError as exc:
         sys.exit(f"marketdata {name}: configuration error: {exc}")
     configure_logging(name, settings.log_level, settings.log_format)
+    return settings
+
+
+def run_service(name: str, serve: Callable[[Settings], Awaitable[None]]) -> None:
+    """Runs serve(settings) until SIGTERM/SIGINT; the caller has parsed its arguments."""
+    settings = command_settings(name)
     setup_tracing(name)
     try:
         asyncio.run(_serve_then_freeze(serve, settings))

@@ -5,6 +5,7 @@ migrations; the port checks; the data-dir lock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -178,10 +179,8 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if _alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _prune_handles(pgdata: Path) -> None:

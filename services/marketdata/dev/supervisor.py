@@ -11,6 +11,7 @@ is gone is killed: no grandchild survives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -35,11 +36,9 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def proc_stat(pid: int | str) -> list[str] | None:
@@ -87,11 +86,9 @@ class Output:
         self.line("dev", text)
 
     def raw(self, text: str) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             self.stream.write(text)
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass
 
 
 @dataclass
@@ -272,10 +269,8 @@ class Supervisor:
 
     def _sweep(self, pgid: int) -> None:
         """Kills whatever is left in a child's process group (its grandchildren)."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     async def wait_healthy(self, names: Sequence[str], timeout: float, report_every: float = 10.0) -> None:
         """Returns when every named child's probe passes; raises TimeoutError (naming the laggards) or
@@ -311,10 +306,8 @@ class Supervisor:
         child.stopping = True
         process = child.process
         if process is not None and process.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 await asyncio.wait_for(self._wait_exit(process), self.stop_grace)
             except asyncio.TimeoutError:

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
     from marketdata.edge.server import serve
 
-    run_service("edge", serve, [])  # its arguments were parsed above
+    run_service("edge", serve)
 
 
 if __name__ == "__main__":

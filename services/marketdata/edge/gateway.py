@@ -40,6 +40,7 @@ from starlette.responses import Response
 from marketdata.codegen.openapi import REVALIDATED_RESPONSES, openapi_path, path_fields, rule_bindings
 from marketdata.common.channels import open_channel
 from marketdata.common.errors import field_violations_of
+from marketdata.common.metrics import LATENCY_BUCKETS
 from marketdata.v1 import aggregator_pb2, events_pb2, ingest_pb2, market_pb2, query_pb2  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,7 @@ HTTP_TO_GRPC: dict[int, grpc.StatusCode] = {
 
 UPSTREAM_LATENCY = Histogram(
     "edge_grpc_client_seconds", "Duration of the gRPC calls the edge makes for REST operations",
-    ["grpc_method", "grpc_code"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    ["grpc_method", "grpc_code"], buckets=LATENCY_BUCKETS)
 
 
 def http_status(code: grpc.StatusCode) -> int:

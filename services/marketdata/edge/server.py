@@ -49,7 +49,7 @@ from marketdata.common import rules
 from marketdata.common.config import Settings
 from marketdata.common.errors import PortInUseError
 from marketdata.common.live import LiveFeed, LiveFull, LiveUnavailable, Subscriber
-from marketdata.common.metrics import serve_metrics
+from marketdata.common.metrics import LATENCY_BUCKETS, serve_metrics
 from marketdata.common.nats import NatsConnection
 from marketdata.common.tracing import trace_http
 from marketdata.edge import gateway
@@ -92,8 +92,7 @@ READINESS_REQUIRES = frozenset({"marketdata.v1.QueryService"})
 HTTP_REQUESTS = Counter("edge_http_requests_total", "HTTP requests answered by the edge",
                         ["method", "route", "status"])
 HTTP_LATENCY = Histogram("edge_http_request_seconds", "Time to the response head of HTTP requests",
-                         ["method", "route"],
-                         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+                         ["method", "route"], buckets=LATENCY_BUCKETS)
 LOOP_TASKS = Gauge("edge_event_loop_tasks", "asyncio tasks alive in the edge's event loop")
 
 
@@ -182,12 +181,9 @@ class Edge:
         last_event_id = request.headers.get("last-event-id")
         try:
             subscriber, first = await open_stream(self.feed, symbols, last_event_id)
-        except LiveFull as exc:
+        except (LiveFull, LiveUnavailable) as exc:
             return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
-                                    headers={"retry-after": "5"})
-        except LiveUnavailable as exc:
-            return problem_response(503, str(exc), grpc_code=grpc.StatusCode.UNAVAILABLE,
-                                    headers={"retry-after": "2"})
+                                    headers={"retry-after": "5" if isinstance(exc, LiveFull) else "2"})
         subscriber.abort = request.scope.get("marketdata.abort")
         return LiveStreamResponse(subscriber, first, self.settings.sse_ping_seconds)
 

@@ -10,6 +10,7 @@ the loops here outlast longer outages, and cover the stream and REST transports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -218,13 +219,11 @@ class StreamTransport(GrpcTransport):
         what = f"StreamTicks to {self.address}"
         call = self._call
         if call is not None:
-            try:
+            with contextlib.suppress(asyncio.TimeoutError, grpc.RpcError, asyncio.CancelledError):
                 code = await asyncio.wait_for(call.code(), 1.0)
                 if code is not None and code != grpc.StatusCode.OK:
                     details = await call.details()
                     error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-            except (asyncio.TimeoutError, grpc.RpcError, asyncio.CancelledError):
-                pass
         if isinstance(error, grpc.aio.AioRpcError):
             return _classify_rpc_error(error, what)
         return RetryableSendError(f"{what}: {error}")

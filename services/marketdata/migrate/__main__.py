@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from marketdata.common.config import SettingsError, load_settings
-from marketdata.common.logging import configure_logging
-from marketdata.common.runner import exit_if_database_unreachable
+from marketdata.common.runner import command_settings, exit_if_database_unreachable
 from marketdata.migrate.migrations import MigrationError, apply, migrations_directory, wait_for_database
 
 
@@ -17,12 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                         help="wait up to this long for PostgreSQL to accept connections")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-        dsn = settings.require_database_url()
-    except SettingsError as exc:
-        sys.exit(f"marketdata migrate: configuration error: {exc}")
-    configure_logging("migrate", settings.log_level, settings.log_format)
+    settings = command_settings("migrate", database=True)
+    dsn = settings.require_database_url()
 
     async def run() -> None:
         if args.wait:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from marketdata.common.runner import run_service
+from marketdata.common.runner import parse_service_args, run_service
 from marketdata.query.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_service("query", serve, argv, __doc__)
+    parse_service_args("query", argv, __doc__)
+    run_service("query", serve)
 
 
 if __name__ == "__main__":

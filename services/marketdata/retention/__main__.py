@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from datetime import datetime, timezone
 
 import asyncpg
 
-from marketdata.common.config import SettingsError, load_settings
-from marketdata.common.logging import configure_logging
-from marketdata.common.runner import exit_if_database_unreachable
+from marketdata.common.runner import command_settings, exit_if_database_unreachable
 from marketdata.retention import lifecycle
 
 
@@ -22,12 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="marketdata retention", description=__doc__)
     parser.add_argument("--dry-run", action="store_true", help="list the expired partitions, change nothing")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-        dsn = settings.require_database_url()
-    except SettingsError as exc:
-        sys.exit(f"marketdata retention: configuration error: {exc}")
-    configure_logging("retention", settings.log_level, settings.log_format)
+    settings = command_settings("retention", database=True)
+    dsn = settings.require_database_url()
     days = lifecycle.retention_days(settings)
     print("retention: " + ", ".join(f"{table} {n} days" if n else f"{table} for ever" for table, n in days.items())
           + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h, ohlc_6h and ohlc_1d for ever")
