@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -57,8 +58,47 @@ def latest_version(directory: Path) -> int:
     return max((m.version for m in discover(directory)), default=0)
 
 
-async def apply(dsn: str, directory: Path) -> list[Migration]:
-    """Applies the pending migrations; returns them. Refuses to run if an applied migration was edited."""
+@dataclass(frozen=True)
+class Applied:
+    """A migration recorded in schema_migrations."""
+    version: int
+    name: str
+    applied_at: datetime
+
+
+async def applied_migrations(conn: asyncpg.Connection) -> list[Applied]:
+    """The migrations applied to the database, by version; none when it was never migrated."""
+    try:
+        rows = await conn.fetch("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+    except asyncpg.UndefinedTableError:
+        return []
+    return [Applied(r["version"], r["name"], r["applied_at"]) for r in rows]
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The newest migration applied (0: none), as SchemaCheck reads it."""
+    return max((m.version for m in await applied_migrations(conn)), default=0)
+
+
+def schema_behind_message(command: str, version: int, required: int) -> str | None:
+    """The one line a command that needs the schema of `required` ends with on a database at `version`."""
+    if version >= required:
+        return None
+    return (f"marketdata {command}: the database schema is at version {version}, this version of marketdata "
+            f"needs {required}: run `marketdata migrate`")
+
+
+def unknown_message(unknown: list[Applied], directory: Path) -> str:
+    """The warning of `marketdata migrate` when the database has migrations the directory does not know."""
+    return (f"the database has {len(unknown)} migration(s) that {directory} does not know (applied by a newer "
+            "marketdata; this one applied none of them and cannot undo them): "
+            + ", ".join(f"{m.name} (applied {m.applied_at:%Y-%m-%d %H:%M})" for m in unknown))
+
+
+async def apply(dsn: str, directory: Path, unknown: list[Applied] | None = None) -> list[Migration]:
+    """Applies the pending migrations; returns them. Refuses to run if an applied migration was edited. The
+    applied migrations the directory does not know (a database migrated by a newer version) are added to
+    `unknown` when it is given (for the caller to report), else logged as a warning."""
     migrations = discover(directory)
     conn = await asyncpg.connect(dsn)
     try:
@@ -71,6 +111,14 @@ async def apply(dsn: str, directory: Path) -> list[Migration]:
                        checksum   text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())""")
             applied = {r["version"]: r for r in await conn.fetch("SELECT * FROM schema_migrations")}
+            known = {m.version for m in migrations}
+            newer = [Applied(r["version"], r["name"], r["applied_at"])
+                     for version, r in sorted(applied.items()) if version not in known]
+            if newer and unknown is None:
+                log.warning("the database has migrations this directory does not know",
+                            extra={"migrations": [m.name for m in newer], "directory": str(directory)})
+            if unknown is not None:
+                unknown.extend(newer)
             for migration in migrations:
                 record = applied.get(migration.version)
                 if record is not None and record["checksum"] != migration.checksum:

@@ -1,53 +1,98 @@
 """`marketdata retention [--dry-run]`: create the partitions ahead and drop the expired ones now.
 
 The aggregator does the same every AGGREGATOR_MAINTENANCE_SECONDS; this command runs one round by hand (or
-from a CronJob) and, with --dry-run, only lists the partitions retention would drop."""
+from a CronJob) and, with --dry-run, only lists the partitions retention would drop. Both also report the rows
+of each DEFAULT partition (rows of days or months without a partition, which retention never drops): in all,
+and older than the table's retention.
+
+Exit status: 0 when every partition due was created or dropped; 1 when some could not be (each is listed with
+why: a lock a long query or transaction held on its table past 300 ms; run the command again once it ended),
+when the database schema is older than this version of marketdata needs (run `marketdata migrate`), or when
+PostgreSQL cannot be reached."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import datetime, timezone
 
 import asyncpg
 
 from marketdata.common.runner import command_settings, exit_if_database_unreachable
+from marketdata.migrate.migrations import (MigrationError, latest_version, migrations_directory,
+                                           schema_behind_message, schema_version)
 from marketdata.retention import lifecycle
 
 
+def default_line(d: lifecycle.DefaultRows) -> str:
+    rows = f"~{d.rows:,} row(s) (estimated from pg_class.reltuples)" if d.rows_estimated else f"{d.rows:,} row(s)"
+    if d.horizon is None:
+        return f"{d.partition}: {rows}, kept for ever"
+    older = f"~{d.older:,} (estimated from a sample)" if d.older_estimated else f"{d.older:,}"
+    return (f"{d.partition}: {rows}, {older} older than its retention (before {d.horizon:%Y-%m-%d %H:%M} UTC); "
+            "retention never drops DEFAULT rows")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="marketdata retention", description=__doc__)
+    parser = argparse.ArgumentParser(prog="marketdata retention", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="list the expired partitions, change nothing")
     args = parser.parse_args(argv)
     settings = command_settings("retention", database=True)
     dsn = settings.require_database_url()
+    try:
+        required = latest_version(migrations_directory(settings.migrations_dir))
+    except MigrationError as exc:
+        sys.exit(f"marketdata retention: {exc}")
     days = lifecycle.retention_days(settings)
-    print("retention: " + ", ".join(f"{table} {n} days" if n else f"{table} for ever" for table, n in days.items())
-          + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h, ohlc_6h and ohlc_1d for ever")
 
-    async def run() -> None:
+    async def run() -> str | None:
+        """The round; the line to exit with when it was not all done."""
         now = datetime.now(timezone.utc)
-        if args.dry_run:
-            conn = await asyncpg.connect(dsn)
-            try:
-                expired = await lifecycle.expired(conn, settings, now)
-            finally:
-                await conn.close()
-            verb = "would drop"
-        else:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-            try:
-                created, expired = await lifecycle.maintain(pool, settings, now)
-            finally:
-                await pool.close()
-            print(f"created {created} partition(s) ahead")
-            verb = "dropped"
-        for p in expired:
-            print(f"{verb} {p.name}  [{p.lo:%Y-%m-%d %H:%M}, {p.hi:%Y-%m-%d %H:%M}) UTC  {p.bytes / 1e6:.1f} MB")
-        print(f"{verb} {len(expired)} partition(s), {sum(p.bytes for p in expired) / 1e6:.1f} MB")
+        conn = await asyncpg.connect(dsn)
+        try:
+            behind = schema_behind_message("retention", await schema_version(conn), required)
+            if behind:
+                return behind
+            print("retention: " + ", ".join(f"{table} {n} days" if n else f"{table} for ever"
+                                            for table, n in days.items())
+                  + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h, ohlc_6h and ohlc_1d for ever")
+            if args.dry_run:
+                done = lifecycle.Round(dropped=await lifecycle.expired(conn, settings, now))
+                verb = "would drop"
+            else:
+                pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+                try:
+                    done = await lifecycle.maintain(pool, settings, now)
+                finally:
+                    await pool.close()
+                print(f"created {len(done.created)} partition(s) ahead")
+                verb = "dropped"
+            for p in done.dropped:
+                print(f"{verb} {p.name}  [{p.lo:%Y-%m-%d %H:%M}, {p.hi:%Y-%m-%d %H:%M}) UTC  {p.bytes / 1e6:.1f} MB")
+            print(f"{verb} {len(done.dropped)} partition(s), {sum(p.bytes for p in done.dropped) / 1e6:.1f} MB")
+            for s in done.skipped:
+                print(f"could not {s.action} {s.name}: {s.reason}")
+            defaults = await lifecycle.default_rows(conn, settings, now)
+        finally:
+            await conn.close()
+        in_default = [d for d in defaults if d.rows or d.rows_estimated]
+        for d in in_default:
+            print(default_line(d))
+        if not in_default:
+            print("DEFAULT partitions: empty")
+        if done.skipped:
+            creates = sum(s.action == "create" for s in done.skipped)
+            return (f"marketdata retention: could not create {creates} and drop {len(done.skipped) - creates} "
+                    "partition(s), listed above: their tables were busy; run it again once the sessions holding "
+                    "them ended")
+        return None
 
     with exit_if_database_unreachable("retention", dsn):
-        asyncio.run(run())
+        failure = asyncio.run(run())
+    if failure:
+        sys.exit(failure)
 
 
 if __name__ == "__main__":
