@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc, events_pb2
+from tests.conftest import API_KEY
 from tests.support.processes import wait_for
 from tests.support.stack import Stack
 from tests.support.ticks import (TickSpec, assert_rollups_match, expected_minutes, make_ticks, publish, stored_minutes,
@@ -128,12 +129,16 @@ def test_rebuild_recomputes_rollups_from_history(pipeline: Stack, database_url: 
     request.from_time.FromMicroseconds(min(t.event_us for t in ticks))
     request.to_time.FromMicroseconds(max(t.event_us for t in ticks) + 1)
     with grpc.insecure_channel(pipeline.aggregator.address) as channel:
-        response = aggregator_pb2_grpc.AggregatorServiceStub(channel).Rebuild(request, timeout=30)
+        response = aggregator_pb2_grpc.AggregatorServiceStub(channel).Rebuild(request, timeout=30,
+                                                                              metadata=KEY)
 
     expected = expected_minutes(ticks)
     assert response.minutes_rebuilt == len(expected)
     assert response.ticks_scanned == len(ticks)
     assert_rollups_match(expected, *asyncio.run(stored_minutes(database_url, symbols)))
+
+
+KEY = (("x-api-key", API_KEY),)
 
 
 def test_rebuild_rejects_bad_ranges_and_unknown_symbols(pipeline: Stack) -> None:
@@ -144,12 +149,12 @@ def test_rebuild_rejects_bad_ranges_and_unknown_symbols(pipeline: Stack) -> None
         request.from_time.FromSeconds(1_800_000_000)
         request.to_time.FromSeconds(1_700_000_000)
         with pytest.raises(grpc.RpcError) as bad_range:
-            stub.Rebuild(request, timeout=5)
+            stub.Rebuild(request, timeout=5, metadata=KEY)
         assert bad_range.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert [f for f, _ in field_violations_of(bad_range.value)] == ["to"]
+        assert [f for f, _ in field_violations_of(bad_range.value)] == ["to_time"]
         request.to_time.FromSeconds(1_900_000_000)
         with pytest.raises(grpc.RpcError) as unknown:
-            stub.Rebuild(request, timeout=5)
+            stub.Rebuild(request, timeout=5, metadata=KEY)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -185,3 +190,22 @@ def test_ids_and_sources_with_unusual_characters_are_stored_verbatim(pipeline: S
 
     assert asyncio.run(stored_ids()) == {t.trade_id for t in ticks}
     assert_rollups_match(expected_minutes(ticks), *asyncio.run(stored_minutes(database_url, symbols)))
+
+
+def test_rebuild_takes_an_api_key_and_get_status_does_not(pipeline: Stack) -> None:
+    """Rebuild deletes and rewrites stored candles: a write, refused without one of API_KEYS as ingest's are."""
+    request = aggregator_pb2.RebuildRequest(symbol="NOSUCHSYM")
+    request.from_time.FromSeconds(1_800_000_000)
+    request.to_time.FromSeconds(1_800_000_060)
+    with grpc.insecure_channel(pipeline.aggregator.address) as channel:
+        stub = aggregator_pb2_grpc.AggregatorServiceStub(channel)
+        for metadata, message in (((), "missing API key"), ((("x-api-key", "nope"),), "invalid API key"),
+                                  ((("x-api-key", "nope"), *KEY), "send one x-api-key")):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Rebuild(request, timeout=5, metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert message in refused.value.details()
+        with pytest.raises(grpc.RpcError) as checked:  # with the key, the request itself is looked at
+            stub.Rebuild(request, timeout=5, metadata=KEY)
+        assert checked.value.code() == grpc.StatusCode.NOT_FOUND
+        assert stub.GetStatus(aggregator_pb2.GetStatusRequest(), timeout=5).ticks_committed >= 0

@@ -61,7 +61,8 @@ def is_http_field_value(value: str) -> bool:
 
 def steer(case, symbol: str) -> None:  # type: ignore[no-untyped-def]
     """Makes a generated valid request valid for the platform's state too, which no static document can
-    state: ticks name a registered, active symbol and an event time not in the future; a history range
+    state: ticks name a registered, active symbol and an event time not in the future and within the ticks kept
+    (RETENTION_TICKS_DAYS, 30 here: a moving horizon); a history range
     is not inverted and has an interval only for candles (rules across two parameters). Everything else (every rule the document declares) is left to the generator."""
     if case.operation.path == "/api/v1/webhooks/ticks" and isinstance(case.body, dict):
         now = datetime.now(timezone.utc)
@@ -73,7 +74,7 @@ def steer(case, symbol: str) -> None:  # type: ignore[no-untyped-def]
                     parsed = datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
                 except ValueError:
                     continue
-                if parsed.tzinfo is None or parsed > now:
+                if parsed.tzinfo is None or parsed > now or parsed < now - timedelta(days=28):
                     item["eventTime"] = (now - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     if case.operation.path == "/api/v1/webhooks/symbols" and isinstance(case.body, dict):
         # Never deactivate the symbol the ticks use.

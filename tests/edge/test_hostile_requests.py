@@ -94,17 +94,24 @@ def test_the_detail_names_the_fields_as_the_violations_do(edge_stack: EdgeStack,
 
 
 def test_ndjson_takes_every_form_a_json_body_takes(edge_stack: EdgeStack, symbol: str) -> None:
-    """An offset instead of Z, or a date in 1970, is a valid event time on either media type."""
+    """An offset instead of Z, or a date in 1970, is a valid event time on either media type: read as the same
+    instant (a 1970 one then meets ingest's rule of the ticks kept, RETENTION_TICKS_DAYS, not a parse error)."""
     ticks = ticks_for(symbol, 4)
     ticks[1]["eventTime"] = ticks[1]["eventTime"].replace("Z", "+00:00")
-    ticks[2]["eventTime"] = "1970-03-01T12:00:00Z"
-    ticks[3]["eventTime"] = "1970-01-15T08:00:00-05:00"
+    an_hour_ago = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    ticks[2]["eventTime"] = (an_hour_ago - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S-05:00")
+    ticks[3]["eventTime"] = (an_hour_ago + timedelta(hours=5, minutes=30)).strftime("%Y-%m-%dT%H:%M:%S+05:30")
     response = httpx.post(f"{edge_stack.base_url}{TICKS}", content=ndjson(ticks), headers={
         "x-api-key": edge_stack.api_key, "content-type": "application/x-ndjson"})
     assert response.status_code == 200 and response.json()["accepted"] == 4, response.text
-    early = httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history", params={
-        "view": "ticks", "from": "1970-01-01T00:00:00Z", "to": "1971-01-01T00:00:00Z"}).json()["ticks"]
-    assert [t["eventTime"] for t in early] == ["1970-01-15T13:00:00Z", "1970-03-01T12:00:00Z"]
+    stored = httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history", params={
+        "view": "ticks", "from": an_hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ"), "limit": 10}).json()["ticks"]
+    assert {t["tradeId"]: t["eventTime"] for t in stored}[ticks[2]["tradeId"]] == an_hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = httpx.post(f"{edge_stack.base_url}{TICKS}", content=ndjson([{**ticks[0], "eventTime": "1970-01-15T08:00:00-05:00"}]),
+                     headers={"x-api-key": edge_stack.api_key, "content-type": "application/x-ndjson"})
+    assert old.status_code == 400
+    assert [(v["field"], "RETENTION_TICKS_DAYS" in v["description"]) for v in old.json()["violations"]] == [
+        ("items[0].eventTime", True)]
 
 
 @pytest.fixture

@@ -187,7 +187,10 @@ def test_an_upsert_without_active_makes_a_new_symbol_active_and_keeps_an_existin
     assert publish(paused) == grpc.StatusCode.OK
 
 
-@pytest.mark.parametrize("metadata", [(), (("x-api-key", "wrong"),), (("x-api-key", ""),)])
+@pytest.mark.parametrize("metadata", [(), (("x-api-key", "wrong"),), (("x-api-key", ""),),
+                                      (("x-api-key", "wrong"), ("x-api-key", API_KEY)),
+                                      (("x-api-key", API_KEY), ("x-api-key", "wrong"))],
+                         ids=["none", "wrong", "empty", "wrong-then-valid", "valid-then-wrong"])
 def test_every_write_needs_a_valid_api_key(ingest, symbol: str, metadata) -> None:  # type: ignore[no-untyped-def]
     calls = [
         lambda: ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol)]), metadata=metadata, timeout=5),
@@ -331,3 +334,34 @@ def test_busy_port_is_named(start_service, pipeline: Stack) -> None:  # type: ig
     assert process.process.wait(20) != 0
     assert f"port {pipeline.ingest.port} is already in use" in process.log_text()
     assert "INGEST_PORT" in process.log_text()
+
+
+def test_ticks_older_than_the_ticks_kept_are_refused(ingest, symbol: str) -> None:  # type: ignore[no-untyped-def]
+    """A tick whose day of ticks_history retention drops (RETENTION_TICKS_DAYS, 30 by default) could not be
+    deduplicated: sent again after the drop it would count twice in every candle. Ingest refuses it, naming why;
+    ticks of the days kept for a day more at least are taken."""
+    day = 86_400
+    now = time.time()
+    first_kept = -(-int(now - 30 * day) // day) * day
+    with pytest.raises(grpc.RpcError) as refused:
+        ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol, at=now), tick(symbol, at=first_kept - 1)]),
+                            metadata=KEY, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [(field, description)] = field_violations_of(refused.value)
+    assert field == "items[1].event_time" and "RETENTION_TICKS_DAYS" in description
+    assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first_kept)) in description
+    accepted = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol, f"kept-{uuid.uuid4()}",
+                                                                              at=first_kept)]),
+                                   metadata=KEY, timeout=10)
+    assert accepted.accepted == 1
+
+
+def test_the_first_event_time_accepted_is_a_day_start() -> None:
+    from marketdata.ingest.validation import TickRules
+
+    rules_ = TickRules(10, 1 << 20, 5.0, 64, kept_ticks_days=2)
+    at = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    # 2023-11-13T00:00:00Z: that day's partition is dropped at 11-16T00:00, more than a day after `at`.
+    assert rules_.earliest_event_seconds(at) == 1_699_833_600
+    assert rules_.earliest_event_seconds(1_699_833_600 + 2 * 86_400) == 1_699_833_600  # on a day start, that day
+    assert TickRules(10, 1 << 20, 5.0, 64).earliest_event_seconds(at) == 0  # kept for ever: from 1970

@@ -96,3 +96,21 @@ def test_every_valid_batch_is_valid_for_both() -> None:
             tick.event_time.seconds = rng.randrange(0, 1_800_000_000)
             ticks.append(tick)
         assert fast_paths(ticks) == reference_paths(ticks) == set()
+
+
+def test_event_times_that_are_not_valid_timestamps_are_invalid_for_both() -> None:
+    """nanos outside 0..999,999,999 (which protovalidate itself compares as if normalised, and PostgreSQL
+    refuses) and seconds outside 0001..9999: the same path for both, with the same words."""
+    for seconds, nanos in [(0, -1), (1_700_000_000, -1), (1_700_000_000, 1_000_000_000),
+                           (1_700_000_000, 1_999_999_999), (5, -999_999_999), (253_402_300_800, 0),
+                           (-62_135_596_801, 0), (-1, 1_000_000_000)]:
+        good = market_pb2.Tick(symbol="BTCUSDT", price=1.0, size=1.0, trade_id="good")
+        good.event_time.seconds = 1_700_000_000
+        bad = market_pb2.Tick(symbol="BTCUSDT", price=1.0, size=1.0, trade_id="bad")
+        bad.event_time.seconds, bad.event_time.nanos = seconds, nanos
+        ticks = [good, bad]
+        assert fast_paths(ticks) == reference_paths(ticks) == {"items[1].event_time"}, (seconds, nanos)
+        copies = [market_pb2.Tick.FromString(t.SerializeToString()) for t in ticks]
+        _, found = validate_ticks(copies, 0, TICK_RULES, lambda _: True, now=FAR_FUTURE)
+        reference = rules.violations(ingest_pb2.PublishTicksRequest(items=ticks))
+        assert found.items == reference == [("items[1].event_time", rules.TIMESTAMP_RULE_TEXT)], (seconds, nanos)

@@ -62,11 +62,15 @@ async def test_watch_unknown_symbol_is_not_found(query_stub, known) -> None:
     ({"view": "ticks", "interval": "5m"}, "interval"),
     ({"limit": 5001}, "limit"),
     ({"limit": 4_000_000_000}, "limit"),
-    ({"from_time": ts(datetime(2025, 1, 2, tzinfo=UTC)), "to_time": ts(datetime(2025, 1, 1, tzinfo=UTC))}, "from"),
-    ({"from_time": ts(datetime(2025, 1, 1, tzinfo=UTC)), "to_time": ts(datetime(2025, 1, 1, tzinfo=UTC))}, "from"),
-    ({"from_time": Timestamp(seconds=-10**12)}, "from"),
-    ({"to_time": Timestamp(seconds=0, nanos=-5)}, "to"),
-    ({"to_time": Timestamp(seconds=253402300800)}, "to"),
+    # Proto names over gRPC, as every other field (the edge says from / to over HTTP).
+    ({"from_time": ts(datetime(2025, 1, 2, tzinfo=UTC)), "to_time": ts(datetime(2025, 1, 1, tzinfo=UTC))},
+     "from_time"),
+    ({"from_time": ts(datetime(2025, 1, 1, tzinfo=UTC)), "to_time": ts(datetime(2025, 1, 1, tzinfo=UTC))},
+     "from_time"),
+    ({"from_time": Timestamp(seconds=-10**12)}, "from_time"),
+    ({"to_time": Timestamp(seconds=0, nanos=-5)}, "to_time"),
+    ({"to_time": Timestamp(seconds=253402300800)}, "to_time"),
+    ({"from_time": Timestamp(seconds=1_700_000_000, nanos=1_999_999_999)}, "from_time"),
 ])
 async def test_invalid_history_arguments(query_stub, known, fields, field) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -81,7 +85,8 @@ async def test_every_bad_field_is_named(query_stub) -> None:
             symbol="bad symbol", view="x", interval="y", limit=99999,
             from_time=ts(datetime(2025, 1, 2, tzinfo=UTC)), to_time=ts(datetime(2025, 1, 1, tzinfo=UTC))), timeout=5)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [name for name, _ in field_violations_of(error.value)] == ["symbol", "view", "interval", "limit", "from"]
+    assert [name for name, _ in field_violations_of(error.value)] == ["symbol", "view", "interval", "limit",
+                                                                      "from_time"]
 
 
 async def test_limit_bound_is_inclusive(query_stub, known) -> None:

@@ -133,6 +133,27 @@ async def test_unknown_symbol_and_bad_window(query_stub: query_pb2_grpc.QuerySer
         assert "window_size" in dict(field_violations_of(caught.value)), window
 
 
+async def test_symbol_lists_follow_the_contract(query_stub: query_pb2_grpc.QueryServiceStub,
+                                                ticked: tuple[list[str], dict[str, list[Trade]]]) -> None:
+    """The buf.validate rules of GetTickerRequest.symbol hold: an empty entry or an empty part of a list is an
+    error naming the entry (it used to list every active symbol), and max_items counts the entries given."""
+    symbols, _ = ticked
+    for entries, bad in (([""], "symbol[0]"), ([symbols[0], f"{symbols[1]},"], "symbol[1]"),
+                         ([f"{symbols[0]},,{symbols[1]}"], "symbol[0]"), ([symbols[0]] * 1001, "symbol")):
+        for call in (lambda: query_stub.GetTicker(query_pb2.GetTickerRequest(symbol=entries), timeout=10),
+                     lambda: query_stub.WatchTicker(query_pb2.WatchTickerRequest(symbol=entries[:101]),
+                                                    timeout=10).read()):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, entries[:2]
+            assert bad in dict(field_violations_of(caught.value)), (entries[:2], field_violations_of(caught.value))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await query_stub.WatchTicker(query_pb2.WatchTickerRequest(symbol=[symbols[0]] * 101), timeout=10).read()
+    assert field_violations_of(caught.value) == [("symbol", "at most 100 symbols per stream")]
+    response = await query_stub.GetTicker(query_pb2.GetTickerRequest(symbol=[symbols[0]] * 1000), timeout=10)
+    assert [t.symbol for t in response.items] == [symbols[0]]
+
+
 async def test_watch_ticker_sends_the_watchlist_then_the_symbols_that_traded(
         query_stub: query_pb2_grpc.QueryServiceStub, db: asyncpg.Connection, nats_client: NATS,
         service_env: dict[str, str]) -> None:

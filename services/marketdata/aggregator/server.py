@@ -13,6 +13,7 @@ from prometheus_client import Gauge
 from marketdata.aggregator import rollup
 from marketdata.aggregator.consumer import Aggregator
 from marketdata.common import rules
+from marketdata.common.auth import ApiKeyInterceptor
 from marketdata.common.config import Settings, SettingsError
 from marketdata.common.database import CONNECTION_ERRORS, DATABASE_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
@@ -62,19 +63,20 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
 
     async def Rebuild(self, request: aggregator_pb2.RebuildRequest,
                       context: grpc.aio.ServicerContext) -> aggregator_pb2.RebuildResponse:
-        violations = rules.check(request)
+        violations = rules.check(request)  # also timestamps that are not valid ones
+        await violations.abort_if_any(context)
         start = floor_minute(request.from_time.ToDatetime(timezone.utc))
         end = ceil_minute(request.to_time.ToDatetime(timezone.utc))
-        if not violations and start >= end:
-            violations.add("to", "must be after from")
-        settings = self.aggregator.settings
-        horizon = datetime.now(timezone.utc) - timedelta(days=settings.retention_ticks_days)
-        if not violations and settings.retention_ticks_days and start < horizon:
-            # Its ticks are gone: rebuilding would replace the stored candles with nothing.
-            violations.add("from", f"must be within the {settings.retention_ticks_days} days of ticks kept "
-                                   f"(RETENTION_TICKS_DAYS), after {horizon:%Y-%m-%dT%H:%M}Z")
+        if start >= end:
+            violations.add("to_time", "must be after from_time")
         await violations.abort_if_any(context)
         try:
+            # Where ticks are gone, rebuilding would replace the stored candles with nothing.
+            since, why = await self._ticks_kept_since()
+            if since is not None and start < since:
+                violations.add("from_time", f"must be within the ticks kept: from {since:%Y-%m-%dT%H:%M}Z on (the oldest "
+                                       f"partition of ticks_history, {why})")
+                await violations.abort_if_any(context)
             async with self.aggregator.pool.acquire() as conn, conn.transaction():
                 if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM symbols WHERE symbol = $1)", request.symbol):
                     await context.abort(grpc.StatusCode.NOT_FOUND, f"symbol {request.symbol} is not registered")
@@ -89,6 +91,13 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
         log.info("rebuilt rollups", extra={"symbol": request.symbol, "from": start.isoformat(),
                                            "to": end.isoformat(), "minutes": row["minutes"]})
         return aggregator_pb2.RebuildResponse(minutes_rebuilt=row["minutes"], ticks_scanned=row["ticks"])
+
+    async def _ticks_kept_since(self) -> tuple[datetime | None, str]:
+        """Since when ticks_history holds every tick: the start of its oldest daily partition (retention drops
+        whole partitions, and may have run with another RETENTION_TICKS_DAYS than this aggregator's)."""
+        async with self.aggregator.pool.acquire() as conn:
+            kept = await lifecycle.partitions(conn, "ticks_history")
+        return (kept[0].lo, kept[0].name) if kept else (None, "")
 
 
 async def report_lag(aggregator: Aggregator, stopping: asyncio.Event) -> None:
@@ -115,7 +124,9 @@ async def maintain_storage(pool: asyncpg.Pool, settings: Settings, stopping: asy
 async def serve(settings: Settings) -> None:
     dsn = settings.require_database_url()
     required_schema = latest_version(migrations_directory(settings.migrations_dir))
-    host = GrpcServiceHost(settings=settings, port=settings.aggregator_port, port_setting="AGGREGATOR_PORT")
+    # Rebuild rewrites stored candles: a write, so it takes an API key as ingest does; GetStatus is open.
+    host = GrpcServiceHost(settings=settings, port=settings.aggregator_port, port_setting="AGGREGATOR_PORT",
+                           interceptors=[ApiKeyInterceptor(settings.require_api_keys(), f"/{SERVICE_NAME}/Rebuild")])
     nats = NatsConnection(settings.nats_url, "aggregator")
     pool_size = settings.pool_size_for("aggregator")
     if pool_size <= settings.commit_concurrency:

@@ -1,5 +1,8 @@
 """Compiles proto/ with grpc_tools.protoc into Python modules, type stubs and a descriptor set.
 
+The descriptor set (proto/marketdata.binpb, for `grpcurl -protoset`) also holds what the servers answer with
+beside the contract: grpc.health.v1 (as grpcio-health-checking registers it) and google.rpc's error details.
+
 The validation rules of the contract are `buf.validate` annotations (protovalidate). Their schema,
 buf/validate/validate.proto, is taken from the installed protovalidate package (the very version that
 checks them at run time) as a descriptor, handed to protoc with --descriptor_set_in, and compiled into
@@ -21,6 +24,8 @@ PROTO_ROOT = REPO_ROOT / "proto"
 PYTHON_ROOT = REPO_ROOT / "services"
 DESCRIPTOR_SET = PROTO_ROOT / "marketdata.binpb"
 VALIDATE_PROTO = "buf/validate/validate.proto"
+# Served beside the contract: health (every server) and the BadRequest of INVALID_ARGUMENT errors.
+SERVED_PROTOS = ("grpc_health/v1/health.proto", "google/rpc/error_details.proto")
 
 
 def proto_files() -> list[Path]:
@@ -36,13 +41,16 @@ def _include_paths() -> list[str]:
     return [str(PROTO_ROOT), well_known, googleapis]
 
 
-def write_validate_descriptor(target: Path) -> Path:
-    """A FileDescriptorSet holding buf/validate/validate.proto as the installed protovalidate embeds it."""
+def write_installed_descriptors(target: Path) -> Path:
+    """A FileDescriptorSet of the protos that only installed packages hold: buf/validate/validate.proto as the
+    installed protovalidate embeds it, and grpc_health/v1/health.proto as grpcio-health-checking does."""
     from google.protobuf import descriptor_pb2
+    from grpc_health.v1 import health_pb2
     from protovalidate._gen.buf.validate import validate_pb
 
     files = descriptor_pb2.FileDescriptorSet()
     files.file.add().MergeFromString(validate_pb.desc().proto.to_binary())
+    files.file.add().MergeFromString(health_pb2.DESCRIPTOR.serialized_pb)
     target.write_bytes(files.SerializeToString())
     return target
 
@@ -61,7 +69,7 @@ def generate(python_root: Path, descriptor_set: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "out"
         out.mkdir()
-        validate_set = write_validate_descriptor(Path(scratch) / "validate.binpb")
+        validate_set = write_installed_descriptors(Path(scratch) / "installed.binpb")
         # Stubs of the service modules come from mypy-protobuf's plugin, installed beside this interpreter.
         grpc_stubs = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
         _protoc([f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
@@ -88,7 +96,8 @@ def generate(python_root: Path, descriptor_set: Path) -> list[Path]:
         init.write_text('"""Generated from proto/marketdata/v1 by `marketdata codegen`; do not edit."""\n')
         written.append(init)
         descriptor_set.parent.mkdir(parents=True, exist_ok=True)
+        contract = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
         _protoc(["--include_imports", "--include_source_info", f"--descriptor_set_out={descriptor_set}"],
-                validate_set)
+                validate_set, [*contract, *SERVED_PROTOS])
     written.append(descriptor_set)
     return written

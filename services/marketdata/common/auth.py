@@ -1,4 +1,5 @@
-"""API keys for every IngestService call: metadata x-api-key, compared in constant time, else UNAUTHENTICATED."""
+"""API keys for the calls that write (every IngestService call, AggregatorService.Rebuild): metadata x-api-key,
+compared in constant time, else UNAUTHENTICATED."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ API_KEY_HEADER = "x-api-key"
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, keys: Sequence[str], method_prefix: str) -> None:
+    """Guards the methods whose full names start with one of method_prefixes."""
+
+    def __init__(self, keys: Sequence[str], *method_prefixes: str) -> None:
         self._keys = [key.encode() for key in keys]
-        self._prefix = method_prefix
+        self._prefixes = method_prefixes
 
     def is_valid(self, key: str | bytes | None) -> bool:
         if key is None:
@@ -30,13 +33,14 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Continuation,
                                 handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
+        if handler is None or not handler_call_details.method.startswith(self._prefixes):
             return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        if self.is_valid(metadata.get(API_KEY_HEADER)):
+        keys = [value for key, value in handler_call_details.invocation_metadata or () if key == API_KEY_HEADER]
+        if len(keys) == 1 and self.is_valid(keys[0]):
             return handler
-        message = ("missing API key: send it in the x-api-key metadata" if API_KEY_HEADER not in metadata
-                   else "invalid API key")
+        # Two keys are refused, whichever is valid: which one would count is nobody's guess.
+        message = ("missing API key: send it in the x-api-key metadata" if not keys
+                   else "invalid API key" if len(keys) == 1 else "send one x-api-key, not several")
 
         async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)

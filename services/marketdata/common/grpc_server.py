@@ -32,6 +32,31 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 LIVENESS_SERVICE = "liveness"
 HEALTH_SERVING = Gauge("health_serving", "1 while the process reports SERVING for its readiness", ["service"])
 DEPENDENCY_UP = Gauge("health_dependency_up", "1 while a dependency of the process answers", ["dependency"])
+
+
+class HealthServicer(health_aio.HealthServicer):
+    """grpcio-health-checking's servicer, plus the List method of grpc.health.v1 that it leaves unimplemented
+    (reflection lists it, so clients call it): every status, kept through the servicer's public methods."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses = {"": SERVING}
+        self.shutting_down = False
+
+    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        if not self.shutting_down:  # as the servicer, which ignores changes once shutting down
+            self.statuses[service] = status
+        await super().set(service, status)
+
+    async def enter_graceful_shutdown(self) -> None:
+        self.shutting_down = True
+        self.statuses = dict.fromkeys(self.statuses, NOT_SERVING)
+        await super().enter_graceful_shutdown()
+
+    async def List(self, request: health_pb2.HealthListRequest,  # noqa: N802 - the RPC's name
+                   context: grpc.aio.ServicerContext) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status) for name, status in self.statuses.items()})
 # --- end health ---------------------------------------------------------------------------------------------
 
 
@@ -67,7 +92,7 @@ class GrpcServiceHost:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
         self.stopping = asyncio.Event()
         self._service_names: list[str] = []
         self._dependencies: dict[str, DependencyCheck] = {}

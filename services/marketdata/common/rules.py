@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 import protovalidate
 from buf.validate import validate_pb2
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from marketdata.common.errors import FieldViolations
+from marketdata.common.errors import FieldViolations, quoted
 from marketdata.v1 import ingest_pb2, market_pb2, query_pb2
 
 
@@ -51,43 +51,125 @@ HISTORY_MAX_LIMIT = field_rules(_HISTORY, "limit").uint32.lte
 MAX_WATCH_SYMBOLS = field_rules(query_pb2.WatchTicksRequest.DESCRIPTOR, "symbols").repeated.max_items
 
 
+# GetTicker's and WatchTicker's entries: symbols separated by commas.
+_SYMBOL_CORE = _SYMBOL_RULES.pattern.removeprefix("^").removesuffix("$")
+SYMBOL_LIST_PATTERN = f"^{_SYMBOL_CORE}(,{_SYMBOL_CORE})*$"
+
+# google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, normalised.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+TIMESTAMP_RULE_TEXT = ("must be a valid timestamp between 0001-01-01 and 9999-12-31 (nanos from 0 to "
+                       "999,999,999)")
+_TIMESTAMP = "google.protobuf.Timestamp"
+
+
 def is_symbol(value: str) -> bool:
     return SYMBOL_MIN_LENGTH <= len(value) <= SYMBOL_MAX_LENGTH and SYMBOL_PATTERN.match(value) is not None
 
 
-def path_text(path: Iterable[validate_pb2.FieldPathElement], root: Descriptor | None = None) -> str:
-    """A protovalidate field path as the services name fields: items[3].price. With the root message, a field
-    whose proto declares a json_name is named by it (from_time → from), as the API documents it."""
+def symbol_problem(symbol: str) -> str | None:
+    """Why a value is not a symbol (the one wording of every RPC), or None. The value is quoted cut short."""
+    if not symbol:
+        return "required"
+    if not is_symbol(symbol):
+        return f"{quoted(symbol)} is not a symbol: {SYMBOL_RULE_TEXT}"
+    return None
+
+
+def symbol_list_problem(value: str) -> str | None:
+    """Why a comma-separated list of symbols is not one, or None."""
+    if not value:
+        return "required"
+    parts = value.split(",")
+    if not all(parts):
+        return f"{quoted(value)} has an empty symbol: separate symbols by single commas"
+    return next((problem for problem in map(symbol_problem, parts) if problem), None)
+
+
+def timestamp_problem(seconds: int, nanos: int) -> str | None:
+    """Why a google.protobuf.Timestamp is not a valid one (out of its range, or nanos not normalised), or None.
+    protovalidate compares such timestamps as if they were normalised (nanos 1999999999 as a second more)."""
+    if not (TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS and 0 <= nanos <= 999_999_999):
+        return TIMESTAMP_RULE_TEXT
+    return None
+
+
+def path_text(path: Iterable[validate_pb2.FieldPathElement]) -> str:
+    """A protovalidate field path as the services name fields over gRPC, by proto names: items[3].price,
+    from_time (the edge renames them to the JSON names for HTTP)."""
     out = ""
-    message = root
     for element in path:
-        name = element.field_name
-        field = message.fields_by_name.get(name) if message is not None else None
-        if field is not None and field.json_name != _camel(name):
-            name = field.json_name
-        message = field.message_type if field is not None else None
-        out += f".{name}" if out else name
+        out += f".{element.field_name}" if out else element.field_name
         kind = element.WhichOneof("subscript")
         if kind is not None:
             out += f"[{getattr(element, kind)}]"
     return out
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 _validator = protovalidate.Validator()
 
 
 def violations(message: Message) -> list[tuple[str, str]]:
-    """(field path, description) of every rule the message breaks, as protovalidate finds them."""
+    """(field path, description) of every rule the message breaks, as protovalidate finds them, in the words
+    the services use: a symbol field's problem as symbol_problem words it, a missing required field
+    `required`. Timestamps that are not valid ones (nanos outside 0..999,999,999, seconds outside 0001 to
+    9999), which protovalidate reads as if normalised, are named too: storage refuses them."""
+    bad_times = dict(_timestamp_violations(message))
     found = []
     for violation in _validator.collect_violations(message):
         proto = violation.proto
-        found.append((path_text(_as_google(proto.field).elements, message.DESCRIPTOR), proto.message))
+        elements = _as_google(proto.field).elements
+        path = path_text(elements)
+        if path in bad_times and proto.rule_id.startswith("timestamp."):
+            continue  # compared as if normalised: the timestamp's own problem says it
+        found.append((path, _description(proto, elements, message.DESCRIPTOR, violation.field_value)))
+    found.extend(bad_times.items())
     return found
+
+
+def _description(proto: object, elements: Iterable[validate_pb2.FieldPathElement], root: Descriptor,
+                 value: object) -> str:
+    """protovalidate's message, or the services' words for the same problem."""
+    rule_id = proto.rule_id  # type: ignore[attr-defined]
+    if rule_id == "required":
+        return "required"
+    field = _last_field(elements, root)
+    if field is not None and isinstance(value, str) and rule_id.startswith("string."):
+        rules_ = field.GetOptions().Extensions[validate_pb2.field]
+        pattern = (rules_.repeated.items.string.pattern if rules_.HasField("repeated")
+                   else rules_.string.pattern)
+        if pattern == _SYMBOL_RULES.pattern:
+            return symbol_problem(value) or proto.message  # type: ignore[attr-defined]
+        if pattern == SYMBOL_LIST_PATTERN:
+            return symbol_list_problem(value) or proto.message  # type: ignore[attr-defined]
+    return proto.message  # type: ignore[attr-defined]
+
+
+def _last_field(elements: Iterable[validate_pb2.FieldPathElement], root: Descriptor) -> FieldDescriptor | None:
+    field, message = None, root
+    for element in elements:
+        field = message.fields_by_name.get(element.field_name) if message is not None else None
+        if field is None:
+            return None
+        message = field.message_type
+    return field
+
+
+def _timestamp_violations(message: Message, prefix: str = "") -> Iterable[tuple[str, str]]:
+    """(path, problem) of every set Timestamp in the message that is not a valid one, at any depth."""
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
+            continue
+        name = f"{prefix}.{field.name}" if prefix else field.name
+        repeated = field.is_repeated
+        for index, item in enumerate(value if repeated else [value]):
+            path = f"{name}[{index}]" if repeated else name
+            if field.message_type.full_name == _TIMESTAMP:
+                problem = timestamp_problem(item.seconds, item.nanos)
+                if problem:
+                    yield path, problem
+            else:
+                yield from _timestamp_violations(item, path)
 
 
 def _as_google(path: object) -> validate_pb2.FieldPath:
@@ -101,13 +183,14 @@ def check(message: Message, also: FieldViolations | None = None) -> FieldViolati
     domain allows (e.g. the intervals) where protovalidate can only quote its rule."""
     result = FieldViolations()
     own = also.items if also is not None else []
-    named = {field for field, _ in own} | {field.split("[", 1)[0] for field, _ in own}
+    named = {name for field, _ in own for name in (field, field.split("[", 1)[0])}
     by_field: dict[str, list[str]] = {}
     for field, description in violations(message):
         by_field.setdefault(field or "request", []).append(description)
     for field, descriptions in by_field.items():  # one violation per field, naming every rule it breaks
         if field not in named and field.split("[", 1)[0] not in named:
-            result.add(field, "; ".join(descriptions))
+            result.add(field, "; ".join(dict.fromkeys(descriptions)))
     for field, description in own:
         result.add(field, description)
+    result.unlisted = also.unlisted if also is not None else 0
     return result

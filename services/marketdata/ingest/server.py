@@ -11,11 +11,11 @@ from grpc_status import rpc_status
 from prometheus_client import Counter
 
 from marketdata.common import rules
+from marketdata.common.auth import ApiKeyInterceptor
 from marketdata.common.config import Settings
 from marketdata.common.database import CONNECTION_ERRORS, SchemaCheck, create_pool
 from marketdata.common.grpc_server import GrpcServiceHost
 from marketdata.common.nats import NATS_ERRORS, NatsConnection, ensure_streams
-from marketdata.ingest.auth import ApiKeyInterceptor
 from marketdata.ingest.publisher import JetStreamUnavailable, PublishResult, TickPublisher
 from marketdata.ingest.registry import SymbolRegistry
 from marketdata.ingest.validation import TickRules, validate_ticks
@@ -44,7 +44,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self.registry = registry
         self.publisher = TickPublisher(settings)
         self.rules = TickRules(settings.max_batch_ticks, settings.max_message_bytes,
-                               settings.max_future_skew_seconds, settings.max_trade_id_length)
+                               settings.max_future_skew_seconds, settings.max_trade_id_length,
+                               settings.retention_ticks_days)
 
     async def _publish(self, request: ingest_pb2.PublishTicksRequest | ingest_pb2.StreamTicksRequest,
                        context: grpc.aio.ServicerContext, summary_prefix: str = "") -> PublishResult:

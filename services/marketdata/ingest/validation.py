@@ -20,10 +20,13 @@ from marketdata.v1 import market_pb2
 
 PRICE_MIN, PRICE_MAX, SIZE_MIN, SIZE_MAX = rules.PRICE_MIN, rules.PRICE_MAX, rules.SIZE_MIN, rules.SIZE_MAX
 EVENT_TIME_MIN_SECONDS = rules.EVENT_TIME_MIN_SECONDS
+TIMESTAMP_MAX_SECONDS = rules.TIMESTAMP_MAX_SECONDS
 MAX_SOURCE_LENGTH = rules.SOURCE_MAX_LENGTH
 TEXT_PATTERN = rules.TEXT_PATTERN
-# Enough to fix a batch; the rest are summarised so an error never outgrows the batch.
+# Problems collected at most; the status lists as many as fit its byte budget (common/errors.py) and counts the
+# rest in one "N more problems not listed" entry.
 MAX_REPORTED_VIOLATIONS = 100
+DAY_SECONDS = 86_400
 _SIDES = frozenset(market_pb2.Side.values())
 
 
@@ -33,6 +36,16 @@ class TickRules:
     max_message_bytes: int
     max_future_skew_seconds: float
     max_trade_id_length: int
+    # RETENTION_TICKS_DAYS (0: for ever). Older ticks are refused: their day's partition of ticks_history is
+    # dropped, or soon will be, and with it what deduplicates a tick sent again (it would count twice).
+    kept_ticks_days: int = 0
+
+    def earliest_event_seconds(self, now: float) -> int:
+        """The first event time accepted: 1970, or the start of the first UTC day whose ticks stay kept for a
+        day more at least (so a tick accepted now is stored before its partition can be dropped)."""
+        if not self.kept_ticks_days:
+            return EVENT_TIME_MIN_SECONDS
+        return -(-int(now - self.kept_ticks_days * DAY_SECONDS) // DAY_SECONDS) * DAY_SECONDS
 
 
 @dataclass
@@ -74,8 +87,9 @@ def validate_ticks(
         violations.add("items", f"batch is {message_bytes} bytes; at most {rules_.max_message_bytes} are allowed")
         return batch, violations
 
-    latest_allowed = (time.time() if now is None else now) + rules_.max_future_skew_seconds
-    fast = _valid_batch(ticks, rules_, symbol_status, latest_allowed)
+    now = time.time() if now is None else now
+    earliest_allowed, latest_allowed = rules_.earliest_event_seconds(now), now + rules_.max_future_skew_seconds
+    fast = _valid_batch(ticks, rules_, symbol_status, earliest_allowed, latest_allowed)
     if fast is not None:
         return fast, violations
     # Some tick is invalid: the full pass below names every problem.
@@ -84,7 +98,7 @@ def validate_ticks(
     problems = 0
     for index, tick in enumerate(ticks):
         symbol = tick.symbol
-        errors = tick_errors(tick, rules_, symbol_status, latest_allowed)
+        errors = tick_errors(tick, rules_, symbol_status, earliest_allowed, latest_allowed)
         if errors:
             problems += len(errors)
             for name, description in errors:
@@ -105,18 +119,18 @@ def validate_ticks(
         if group is None:
             group = batch.by_symbol[symbol] = []
         group.append(tick)
-    if problems > reported:
-        violations.add("items", f"{problems - reported} more problems not listed")
+    violations.unlisted = problems - reported
     return batch, violations
 
 
 def tick_errors(tick: market_pb2.Tick, rules_: TickRules, symbol_status: Callable[[str], bool | None],
-                latest_allowed: float) -> list[tuple[str, str]]:
+                earliest_allowed: int, latest_allowed: float) -> list[tuple[str, str]]:
     """(field, description) of every rule the tick breaks."""
     errors: list[tuple[str, str]] = []
     symbol = tick.symbol
-    if not rules.is_symbol(symbol):
-        errors.append(("symbol", f"{symbol!r} is not a symbol: {rules.SYMBOL_RULE_TEXT}"))
+    problem = rules.symbol_problem(symbol)
+    if problem:
+        errors.append(("symbol", problem))
     else:
         status = symbol_status(symbol)
         if status is None:
@@ -130,12 +144,19 @@ def tick_errors(tick: market_pb2.Tick, rules_: TickRules, symbol_status: Callabl
     if not SIZE_MIN <= size <= SIZE_MAX:
         errors.append(("size", f"must be a finite number from {SIZE_MIN:g} to {SIZE_MAX:g}, got {size!r}"))
     if not tick.HasField("event_time"):
-        errors.append(("event_time", "is required"))
+        errors.append(("event_time", "required"))
     else:
         ts = tick.event_time
         seconds = ts.seconds + ts.nanos / 1e9
-        if ts.seconds < EVENT_TIME_MIN_SECONDS:
+        invalid = rules.timestamp_problem(ts.seconds, ts.nanos)  # nanos not normalised: storage refuses it
+        if invalid:
+            errors.append(("event_time", invalid))
+        elif ts.seconds < EVENT_TIME_MIN_SECONDS:
             errors.append(("event_time", f"is before {EVENT_TIME_MIN_SECONDS} s since the epoch (1970-01-01)"))
+        elif ts.seconds < earliest_allowed:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(earliest_allowed))
+            errors.append(("event_time", f"is before {since}: ticks are kept {rules_.kept_ticks_days} days "
+                                         "(RETENTION_TICKS_DAYS), and an older one could not be deduplicated"))
         elif seconds > latest_allowed:
             errors.append(("event_time", f"is {seconds - latest_allowed + rules_.max_future_skew_seconds:.1f}s "
                                          f"in the future; at most {rules_.max_future_skew_seconds:g}s is allowed"))
@@ -160,7 +181,8 @@ def _plain_text(value: str) -> bool:
 
 
 def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
-                 symbol_status: Callable[[str], bool | None], latest_allowed: float) -> ValidatedBatch | None:
+                 symbol_status: Callable[[str], bool | None], earliest_allowed: int,
+                 latest_allowed: float) -> ValidatedBatch | None:
     """The batch when every tick is valid (the common case), checked in one lean pass; None at the first
     problem. Each distinct symbol is checked once; derived trade ids are only assigned once all are valid."""
     batch = ValidatedBatch()
@@ -181,7 +203,10 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
             return None
         ts = tick.event_time
         seconds, nanos = ts.seconds, ts.nanos  # read once: each read of a field is a call into upb
-        if seconds < EVENT_TIME_MIN_SECONDS or seconds + nanos / 1e9 > latest_allowed:
+        # A valid Timestamp (nanos normalised: storage refuses others), within the ticks kept, at most the skew
+        # ahead.
+        if (not (earliest_allowed <= seconds <= TIMESTAMP_MAX_SECONDS and 0 <= nanos <= 999_999_999)
+                or seconds + nanos / 1e9 > latest_allowed):
             return None
         trade_id = tick.trade_id
         if len(trade_id) > max_trade_id or not (trade_id.isprintable() or TEXT_PATTERN.match(trade_id)):

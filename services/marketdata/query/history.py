@@ -106,15 +106,6 @@ RELEASE_TIMEOUT_SECONDS = 5.0
 PAGE_TOKEN_VERSION = 1
 
 
-def symbol_problem(symbol: str) -> str | None:
-    """Why a symbol is not a valid token, or None."""
-    if not symbol:
-        return "required"
-    if not rules.is_symbol(symbol):
-        return f"{symbol!r} is not a symbol: {rules.SYMBOL_RULE_TEXT}"
-    return None
-
-
 @dataclass(frozen=True)
 class HistoryQuery:
     symbol: str
@@ -184,17 +175,15 @@ def _ceil_micro(ts: Timestamp) -> datetime:
 
 
 def _timestamp_problem(ts: Timestamp) -> str | None:
-    # The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31.
-    if not -62135596800 <= ts.seconds <= 253402300799 or not 0 <= ts.nanos <= 999_999_999:
-        return "must be a valid timestamp between 0001-01-01 and 9999-12-31"
-    return None
+    # The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31, nanos normalised.
+    return rules.timestamp_problem(ts.seconds, ts.nanos)
 
 
 def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) -> tuple[HistoryQuery | None,
                                                                                         FieldViolations]:
     """Validates a GetHistoryRequest; returns the query, or the violations naming each bad field."""
     violations = FieldViolations()
-    problem = symbol_problem(request.symbol)
+    problem = rules.symbol_problem(request.symbol)
     if problem:
         violations.add("symbol", problem)
     view = request.view or DEFAULT_VIEW
@@ -218,17 +207,18 @@ def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) 
     start, end = NEGATIVE_INFINITY, INFINITY
     from_problem = _timestamp_problem(request.from_time) if has_from else None
     to_problem = _timestamp_problem(request.to_time) if has_to else None
+    # Proto names, as every field of a gRPC error is named; the edge renames them (from, to) for HTTP.
     if from_problem:
-        violations.add("from", from_problem)
+        violations.add("from_time", from_problem)
     elif has_from:
         start = _ceil_micro(request.from_time)
     if to_problem:
-        violations.add("to", to_problem)
+        violations.add("to_time", to_problem)
     elif has_to:
         end = _ceil_micro(request.to_time)
     if (has_from and has_to and not from_problem and not to_problem
             and (request.from_time.seconds, request.from_time.nanos) >= (request.to_time.seconds, request.to_time.nanos)):
-        violations.add("from", "must be before to")
+        violations.add("from_time", "must be before to")
     fill = request.fill or "none"
     if fill not in FILLS:
         violations.add("fill", "must be none, null or prev")

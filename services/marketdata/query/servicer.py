@@ -16,7 +16,7 @@ from marketdata.common.config import Settings
 from marketdata.common.database import CONNECTION_ERRORS
 from marketdata.common.errors import FieldViolations
 from marketdata.common.live import LiveFeed, LiveMetrics, LiveUnavailable
-from marketdata.query.history import History, SymbolNotFound, TooManyRows, parse_history_request, symbol_problem
+from marketdata.query.history import History, SymbolNotFound, TooManyRows, parse_history_request
 from marketdata.query.ticker import (
     DEFAULT_WINDOW,
     MAX_TICKER_SYMBOLS,
@@ -45,6 +45,16 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return asyncio.get_running_loop().time() + left
 
 
+# Named in a NOT_FOUND message at most: the message travels in a trailer, which clients cap at 8 to 16 KiB.
+MAX_NAMED_UNKNOWN = 20
+
+
+def unknown_symbols_text(symbols: Sequence[str]) -> str:
+    named = ", ".join(symbols[:MAX_NAMED_UNKNOWN])
+    more = f" and {len(symbols) - MAX_NAMED_UNKNOWN} more" if len(symbols) > MAX_NAMED_UNKNOWN else ""
+    return f"unknown symbol: {named}{more}"
+
+
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def __init__(self, settings: Settings, history: History, feed: LiveFeed) -> None:
         self.settings = settings
@@ -58,7 +68,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         try:
             return await call(_deadline(context))
         except SymbolNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol: {', '.join(exc.symbols)}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, unknown_symbols_text(exc.symbols))
         except (TimeoutError, asyncpg.exceptions.QueryCanceledError):
             # TimeoutError first: it is also an OSError, which CONNECTION_ERRORS counts as "down".
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while reading PostgreSQL")
@@ -104,17 +114,19 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             raise
 
     @staticmethod
-    def _ticker_arguments(fields: Sequence[str], window_size: str) -> tuple[list[str], str, timedelta | None,
-                                                                               FieldViolations]:
+    def _ticker_arguments(fields: Sequence[str], window_size: str, max_symbols: int,
+                          per: str) -> tuple[list[str], str, timedelta | None, FieldViolations]:
         """The symbols (also comma-separated), the window and its length, and what is wrong with them."""
         violations = FieldViolations()
-        symbols = list(dict.fromkeys(part.strip() for value in fields for part in value.split(",") if part.strip()))
-        if len(symbols) > MAX_TICKER_SYMBOLS:
-            violations.add("symbol", f"at most {MAX_TICKER_SYMBOLS} symbols per request")
-        for index, symbol in enumerate(symbols[:MAX_TICKER_SYMBOLS]):
-            problem = symbol_problem(symbol)
+        symbols: list[str] = []
+        for index, value in enumerate(fields[:max_symbols]):  # the paths name the request's own entries
+            problem = rules.symbol_list_problem(value)
             if problem:
                 violations.add(f"symbol[{index}]", problem)
+            symbols += value.split(",")
+        symbols = list(dict.fromkeys(symbols))
+        if len(fields) > max_symbols or len(symbols) > max_symbols:
+            violations.add("symbol", f"at most {max_symbols} symbols per {per}")
         window_size = window_size or DEFAULT_WINDOW
         length = parse_window(window_size)
         if length is None:
@@ -123,19 +135,19 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     async def GetTicker(self, request: query_pb2.GetTickerRequest,
                         context: grpc.aio.ServicerContext) -> query_pb2.GetTickerResponse:
-        symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size)
-        await violations.abort_if_any(context)
+        symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size,
+                                                                          MAX_TICKER_SYMBOLS, "request")
+        await rules.check(request, also=violations).abort_if_any(context)
         assert length is not None
         return await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
 
     async def WatchTicker(self, request: query_pb2.WatchTickerRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.WatchTickerResponse]:
-        symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size)
-        if not symbols:
+        symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size,
+                                                                          rules.MAX_WATCH_SYMBOLS, "stream")
+        if not request.symbol:
             violations.add("symbol", "give at least one symbol")
-        elif len(symbols) > rules.MAX_WATCH_SYMBOLS:
-            violations.add("symbol", f"at most {rules.MAX_WATCH_SYMBOLS} symbols per stream")
-        await violations.abort_if_any(context)
+        await rules.check(request, also=violations).abort_if_any(context)
         assert length is not None
         first = await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
         try:
@@ -163,14 +175,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         elif len(request.symbols) > rules.MAX_WATCH_SYMBOLS:
             violations.add("symbols", f"at most {rules.MAX_WATCH_SYMBOLS} symbols per stream")
         for index, symbol in enumerate(request.symbols):
-            problem = symbol_problem(symbol)
+            problem = rules.symbol_problem(symbol)
             if problem:
                 violations.add(f"symbols[{index}]", problem)
         await rules.check(request, also=violations).abort_if_any(context)
         symbols = list(dict.fromkeys(request.symbols))
         unknown = await self._run(context, lambda deadline: self.history.unknown_symbols(symbols, deadline))
         if unknown:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol: {', '.join(unknown)}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, unknown_symbols_text(unknown))
         try:
             async with self.feed.watch(symbols) as subscriber:
                 # Headers go out once the subscriptions are in place: a client awaiting the initial

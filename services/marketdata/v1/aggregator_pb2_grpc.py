@@ -60,7 +60,8 @@ class AggregatorServiceServicer:
 
     def Rebuild(self, request, context):
         """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-        (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+        (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within the ticks kept (from the start of
+        the oldest partition of ticks_history on: retention drops whole days). Needs an API key (x-api-key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,8 @@ class AggregatorServiceStub:
     """Consumer lag, throughput and dead letters."""
     Rebuild: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.RebuildRequest, _aggregator_pb2.RebuildResponse]
     """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-    (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+    (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within the ticks kept (from the start of
+    the oldest partition of ticks_history on: retention drops whole days). Needs an API key (x-api-key).
     """
 
 @_typing.type_check_only
@@ -49,7 +50,8 @@ class AggregatorServiceAsyncStub(AggregatorServiceStub):
     """Consumer lag, throughput and dead letters."""
     Rebuild: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.RebuildRequest, _aggregator_pb2.RebuildResponse]  # type: ignore[assignment]
     """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-    (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+    (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within the ticks kept (from the start of
+    the oldest partition of ticks_history on: retention drops whole days). Needs an API key (x-api-key).
     """
 
 class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -70,7 +72,8 @@ class AggregatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_aggregator_pb2.RebuildResponse, _abc.Awaitable[_aggregator_pb2.RebuildResponse]]:
         """Recomputes ohlc_1m and metrics_1m of one symbol over [from, to) from ticks_history, then the stored tiers
-        (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within RETENTION_TICKS_DAYS.
+        (ohlc_3m to ohlc_1d) of the days the range touches. `from` must be within the ticks kept (from the start of
+        the oldest partition of ticks_history on: retention drops whole days). Needs an API key (x-api-key).
         """
 
 def add_AggregatorServiceServicer_to_server(servicer: AggregatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,53 @@
+"""Large INVALID_ARGUMENTs through the edge (a C-core gRPC client): a batch ingest refuses is a 400 naming the
+bad fields, never a 429 with no violations (the error used to outgrow the client's metadata limit and arrive as
+RESOURCE_EXHAUSTED, inviting retries of a batch that can never succeed). And the edge speaks JSON names over
+HTTP where the services speak proto names over gRPC."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import grpc
+import httpx
+import pytest
+
+from marketdata.common.errors import field_violations_of
+from marketdata.v1 import query_pb2, query_pb2_grpc
+from tests.edge.test_rest import problem, rfc3339
+from tests.edge.test_webhook import TICKS
+from tests.support.stack import EdgeStack
+
+
+def lowercase_ticks(count: int, symbol: str = "sym{k}usdt") -> list[dict]:
+    at = rfc3339(datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1))
+    return [{"symbol": symbol.format(k=k), "price": 100.0, "size": 1.0, "eventTime": at, "tradeId": f"t{k}"}
+            for k in range(count)]
+
+
+@pytest.mark.parametrize("symbol", ["sym{k}usdt", "sym{k}" + "x" * 300])
+def test_a_webhook_batch_of_100_bad_symbols_is_a_400_naming_them(edge_stack: EdgeStack, symbol: str) -> None:
+    headers = {"x-api-key": edge_stack.api_key}
+    for _ in range(5):  # the client refused oversized trailers by chance, more often the larger they were
+        response = httpx.post(f"{edge_stack.base_url}{TICKS}", headers=headers,
+                              json={"items": lowercase_ticks(100, symbol)}, timeout=30)
+        body = problem(response, 400, "INVALID_ARGUMENT")
+        fields = [v["field"] for v in body["violations"]]
+        assert fields[:5] == [f"items[{k}].symbol" for k in range(5)], body["violations"][:6]
+
+
+def test_history_range_errors_are_from_and_to_over_http_and_proto_names_over_grpc(edge_stack: EdgeStack,
+                                                                                    symbol: str) -> None:
+    later, earlier = datetime(2025, 1, 2, tzinfo=timezone.utc), datetime(2025, 1, 1, tzinfo=timezone.utc)
+    body = problem(httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history",
+                             params={"from": rfc3339(later), "to": rfc3339(earlier)}), 400, "INVALID_ARGUMENT")
+    assert [v["field"] for v in body["violations"]] == ["from"], body
+    assert body["detail"].startswith("invalid argument: from: "), body["detail"]
+    assert edge_stack.stack.query is not None
+    request = query_pb2.GetHistoryRequest(symbol=symbol)
+    request.from_time.FromDatetime(later)
+    request.to_time.FromDatetime(earlier)
+    with grpc.insecure_channel(edge_stack.stack.query.address) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            query_pb2_grpc.QueryServiceStub(channel).GetHistory(request, timeout=10)
+    assert [field for field, _ in field_violations_of(error.value)] == ["from_time"]
+    assert error.value.details().startswith("invalid argument: from_time: ")
