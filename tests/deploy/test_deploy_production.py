@@ -85,7 +85,7 @@ def test_each_process_gets_only_the_credentials_it_needs(rendered):
                   for component in APP}
     assert secret_env == {
         "ingest": {"PGPASSWORD", "NATS_URL", "API_KEYS"},
-        "aggregator": {"PGPASSWORD", "NATS_URL"},
+        "aggregator": {"PGPASSWORD", "NATS_URL", "API_KEYS"},
         "query": {"PGPASSWORD", "NATS_URL"},
         "edge": {"NATS_URL"},
         "feeder": {"FEEDER_API_KEY"},
@@ -100,9 +100,8 @@ def test_a_changed_secret_rolls_exactly_the_pods_that_read_it(helm):
 
     before = checksums()
     after = checksums("--set", "auth.apiKeys=rotated-key")
-    assert after["ingest"] != before["ingest"] and after["feeder"] != before["feeder"]
-    assert {c: after[c] == before[c] for c in ("query", "aggregator", "edge")} == {
-        "query": True, "aggregator": True, "edge": True}
+    assert all(after[c] != before[c] for c in ("ingest", "aggregator", "feeder"))
+    assert {c: after[c] == before[c] for c in ("query", "edge")} == {"query": True, "edge": True}
     external = checksums("--set", "postgresql.enabled=false", "--set", "externalDatabase.url=postgresql://a:b@db/md")
     moved = checksums("--set", "postgresql.enabled=false", "--set", "externalDatabase.url=postgresql://a:c@db/md")
     assert all(moved[c] != external[c] for c in ("ingest", "query", "aggregator"))
@@ -171,15 +170,17 @@ def test_pool_sizes_match_the_services_defaults_and_reach_the_pods(rendered):
 
 
 def test_connection_budget_beyond_max_connections_fails_at_render(helm):
-    # The budget counts ingest's LISTEN connection (registry changes) beside its pool: 2 x (3 + 1).
+    # The budget counts ingest's LISTEN connection (registry changes) beside its pool: (2 + 1 surge) x (3 + 1),
+    # and each component's rollout surge pod at its maximum: query (12 + 1) x 10, aggregator (1 + 1) x 4.
     stderr = template_fails(helm, "--set", "services.query.autoscaling.enabled=true",
                             "--set", "services.query.autoscaling.maxReplicas=12")
     assert "PostgreSQL connection budget exceeded" in stderr
-    assert "query 12 pods x 10" in stderr and "ingest 2 pods x 4" in stderr and "= 133 connections" in stderr
+    assert "query 13 pods (12 + 1 surge) x 10" in stderr and "ingest 3 pods (2 + 1 surge) x 4" in stderr
+    assert "aggregator 2 pods (1 + 1 surge) x 4" in stderr and "= 151 connections" in stderr
     assert "postgresql.maxConnections 100" in stderr
     # The same release fits once the server allows it (and says so).
     template(helm, "--set", "services.query.autoscaling.enabled=true", "--set", "services.query.autoscaling.maxReplicas=12",
-             "--set", "postgresql.maxConnections=140")
+             "--set", "postgresql.maxConnections=160")
 
 
 def test_cloudnativepg_cluster_and_its_app_secret(rendered):

@@ -12,7 +12,8 @@ import subprocess
 import pytest
 import yaml
 
-from .deploy_helpers import KIND_CONFIG, REPO, SCENARIOS, load_yaml, missing_tool, render_text
+from .deploy_helpers import (CHART, KIND_CONFIG, NAMESPACE, REPO, SCENARIOS, load_yaml, missing_tool, render_text,
+                             run_helm)
 
 
 def kind_kubernetes_version() -> str:
@@ -52,10 +53,27 @@ CUSTOM_RESOURCES = {
 }
 
 
+def chart_minimum_kubernetes_version() -> str:
+    """The floor of Chart.yaml's kubeVersion (>=X.Y.Z-0)."""
+    match = re.fullmatch(r">=(\d+\.\d+\.\d+)-0", load_yaml(CHART / "Chart.yaml")["kubeVersion"])
+    assert match, "kubeVersion is a floor: >=X.Y.Z-0"
+    return match.group(1)
+
+
+# Both ends of what the chart supports: the kind node's version and the oldest Chart.yaml allows (rendered
+# with --kube-version, so helm's own kubeVersion check runs too).
+@pytest.mark.parametrize("target", ["kind", "chart-minimum"])
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_rendered_objects_match_the_kind_kubernetes_schemas(helm, kubernetes_validate, scenario):
-    version = schema_version(kind_kubernetes_version())
-    docs = [d for d in yaml.safe_load_all(render_text(helm, scenario)) if d]
+def test_rendered_objects_match_the_kind_kubernetes_schemas(helm, kubernetes_validate, scenario, target):
+    if target == "kind":
+        version = schema_version(kind_kubernetes_version())
+        docs = [d for d in yaml.safe_load_all(render_text(helm, scenario)) if d]
+    else:
+        version = schema_version(chart_minimum_kubernetes_version())
+        base = SCENARIOS[scenario]
+        text = run_helm(helm, "template", base.release, str(CHART), "--namespace", NAMESPACE, *base.args(),
+                        "--kube-version", version).stdout
+        docs = [d for d in yaml.safe_load_all(text) if d]
     errors = []
     for doc in docs:
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCES:

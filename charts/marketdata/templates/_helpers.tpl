@@ -3,28 +3,46 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Full name: <release>-<chart>, or the release name when it already contains the chart name. */}}
-{{- define "marketdata.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{/*
+A name of at most <max> characters (Kubernetes: 63 for a DNS label, a Service or a label value; 52 for a
+StatefulSet, whose pods carry a controller-revision-hash label of <name>-<10 characters>): the name itself
+when it fits, else its beginning and the first 8 hex digits of the whole name's sha256, so that two long
+names which differ only at the end (…-01, …-02) stay distinct. Call with (list "name" max).
+*/}}
+{{- define "marketdata.fitName" -}}
+{{- $name := index . 0 | trimSuffix "-" }}{{ $max := int (index . 1) }}
+{{- if le (len $name) $max }}{{ $name }}
+{{- else }}{{ printf "%s-%s" (trunc (int (sub $max 9)) $name | trimSuffix "-") (sha256sum $name | trunc 8) }}{{ end }}
+{{- end }}
+
+{{/* The untruncated base of every object name: <release>-<chart>, the release name when it already contains
+the chart name, or fullnameOverride. */}}
+{{- define "marketdata.baseName" -}}
+{{- if .Values.fullnameOverride }}{{ .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- if contains $name .Release.Name }}{{ .Release.Name }}{{ else }}{{ printf "%s-%s" .Release.Name $name }}{{ end }}
 {{- end }}
 {{- end }}
+
+{{/* Full name (the release's ConfigMap, Secret, monitoring objects): the base name, fitted to 63 characters. */}}
+{{- define "marketdata.fullname" -}}
+{{- include "marketdata.fitName" (list (include "marketdata.baseName" .) 63) }}
 {{- end }}
 
 {{- define "marketdata.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Name of a component's objects: <fullname>-<component>. Call with (list $ "ingest"). */}}
+{{/*
+Name of a component's objects: <base>-<component>, fitted to 63 characters; to 52 for the StatefulSets
+(nats, postgresql) and to 50 for the CloudNativePG Cluster ("db", the operator's limit). Call with (list $ "ingest").
+*/}}
 {{- define "marketdata.componentName" -}}
-{{- $root := index . 0 -}}
-{{- printf "%s-%s" (include "marketdata.fullname" $root | trunc 50 | trimSuffix "-") (index . 1) | trunc 63 | trimSuffix "-" }}
+{{- $root := index . 0 }}{{ $component := index . 1 }}
+{{- $max := 63 }}
+{{- if has $component (list "nats" "postgresql") }}{{ $max = 52 }}{{ else if eq $component "db" }}{{ $max = 50 }}{{ end }}
+{{- include "marketdata.fitName" (list (printf "%s-%s" (include "marketdata.baseName" $root) $component) $max) }}
 {{- end }}
 
 {{/* Standard labels. Call with (list $ "component"). */}}
@@ -101,7 +119,6 @@ DATABASE_URL of externalDatabase.url, NATS_URL of the in-chart or externalNats.u
 generated values), so the pods' checksums of it change exactly when it does.
 */}}
 {{- define "marketdata.secretData" -}}
-{{- $fullname := include "marketdata.fullname" . }}
 {{- if not .Values.auth.existingSecret }}
 API_KEYS: {{ .Values.auth.apiKeys | b64enc | quote }}
 FEEDER_API_KEY: {{ default (first (splitList "," .Values.auth.apiKeys) | trim) .Values.auth.feederApiKey | b64enc | quote }}
@@ -110,7 +127,7 @@ FEEDER_API_KEY: {{ default (first (splitList "," .Values.auth.apiKeys) | trim) .
 DATABASE_URL: {{ .Values.externalDatabase.url | b64enc | quote }}
 {{- end }}
 {{- if .Values.nats.enabled }}
-NATS_URL: {{ printf "nats://%s-nats:4222" $fullname | b64enc | quote }}
+NATS_URL: {{ printf "nats://%s:4222" (include "marketdata.componentName" (list . "nats")) | b64enc | quote }}
 {{- else if .Values.externalNats.url }}
 NATS_URL: {{ .Values.externalNats.url | b64enc | quote }}
 {{- end }}
@@ -140,17 +157,33 @@ Kubernetes quantity (1536Mi, 2Gi, 1G, 1048576) to bytes. Call with the quantity;
 {{- else }}1{{ end }}
 {{- end }}
 
-{{/* Pods of a component at most: autoscaling.maxReplicas (HPA or KEDA), else replicaCount. */}}
+{{/*
+Rolling update of every Deployment (services.yaml renders it from here, the connection budget reads maxSurge):
+no pod goes before its replacement is Ready, one extra pod per component during a rollout.
+*/}}
+{{- define "marketdata.rollingUpdate" -}}
+maxUnavailable: 0
+maxSurge: 1
+{{- end }}
+
+{{/*
+Pods of a component at most: autoscaling.maxReplicas (HPA or KEDA), else replicaCount; plus the rolling
+update's maxSurge, which a rollout at that maximum adds. Output: "<pods>|<replicas>|<surge>".
+*/}}
 {{- define "marketdata.maxPods" -}}
 {{- $root := index . 0 }}{{ $name := index . 1 }}{{ $svc := index $root.Values.services $name }}
-{{- if and (eq $name "aggregator") $root.Values.keda.enabled }}{{ $root.Values.keda.maxReplicas }}
-{{- else if $svc.autoscaling.enabled }}{{ $svc.autoscaling.maxReplicas }}
-{{- else }}{{ $svc.replicaCount }}{{ end }}
+{{- $replicas := int $svc.replicaCount }}
+{{- if and (eq $name "aggregator") $root.Values.keda.enabled }}{{ $replicas = int $root.Values.keda.maxReplicas }}
+{{- else if $svc.autoscaling.enabled }}{{ $replicas = int $svc.autoscaling.maxReplicas }}{{ end }}
+{{- $surge := 0 }}
+{{- if gt $replicas 0 }}{{ $surge = int (include "marketdata.rollingUpdate" $root | fromYaml).maxSurge }}{{ end }}
+{{- printf "%d|%d|%d" (add $replicas $surge) $replicas $surge }}
 {{- end }}
 
 {{/*
 PostgreSQL connections the release may open at most: per component talking to PostgreSQL, its pods at most
-x (dbPoolSize + the connections it holds outside the pool: ingest's LISTEN), plus the migration Job's one.
+(maximum replicas + the rollout's surge) x (dbPoolSize + the connections it holds outside the pool: ingest's
+LISTEN), plus the migration Job's one.
 Output: "<total>|<explanation>".
 */}}
 {{- define "marketdata.connectionBudget" -}}
@@ -160,10 +193,11 @@ Output: "<total>|<explanation>".
 {{- $parts := list }}
 {{- range $name, $svc := .Values.services }}
 {{- if and $svc.enabled (has "postgresql" $svc.egressTo) }}
-{{- $pods := int (include "marketdata.maxPods" (list $root $name)) }}
+{{- $max := splitList "|" (include "marketdata.maxPods" (list $root $name)) }}
+{{- $pods := int (index $max 0) }}
 {{- $each := add (int (default 10 $svc.dbPoolSize)) (int (default 0 (index $outside $name))) }}
 {{- $total = add $total (mul $pods $each) }}
-{{- $parts = append $parts (printf "%s %d pods x %d" $name $pods $each) }}
+{{- $parts = append $parts (printf "%s %d pods (%s + %s surge) x %d" $name $pods (index $max 1) (index $max 2) $each) }}
 {{- end }}
 {{- end }}
 {{- if .Values.migrations.enabled }}
@@ -201,7 +235,7 @@ Included by every template that depends on them.
 {{- $budget := splitList "|" (include "marketdata.connectionBudget" .) }}
 {{- $limit := sub (int .Values.postgresql.maxConnections) 3 }}
 {{- if gt (int (first $budget)) (int $limit) }}
-{{- fail (printf "PostgreSQL connection budget exceeded: %s = %s connections, more than postgresql.maxConnections %d minus 3 reserved for superusers: lower services.<name>.dbPoolSize or the replicas (replicaCount, autoscaling.maxReplicas), or raise postgresql.maxConnections to what your server allows" (last $budget) (first $budget) (int .Values.postgresql.maxConnections)) }}
+{{- fail (printf "PostgreSQL connection budget exceeded: %s = %s connections, more than postgresql.maxConnections %d minus 3 reserved for superusers: lower services.<name>.dbPoolSize or the replicas (replicaCount, autoscaling.maxReplicas, keda.maxReplicas), or raise postgresql.maxConnections to what your server allows" (last $budget) (first $budget) (int .Values.postgresql.maxConnections)) }}
 {{- end }}
 {{- $streamReplicas := int (include "marketdata.streamReplicas" .) }}
 {{- if and .Values.nats.enabled (gt $streamReplicas (int .Values.nats.replicas)) }}
@@ -239,6 +273,33 @@ Included by every template that depends on them.
 {{- if and .Values.nats.enabled (or .Values.externalNats.url .Values.externalNats.existingSecret) }}
 {{- fail "externalNats is set while nats.enabled is true: set nats.enabled=false to use the external NATS" }}
 {{- end }}
+{{- $reserved := include "marketdata.reservedEnv" . | fromYaml }}
+{{- range $key, $_ := .Values.config.extraEnv }}
+{{- if hasKey $reserved $key }}
+{{- fail (printf "config.extraEnv.%s: the chart sets %s itself; set %s instead (config.extraEnv may override only LOG_LEVEL, LOG_FORMAT, CORS_ORIGINS, BIND_HOST, GRPC_MAX_CONNECTION_AGE_SECONDS, GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS and variables the chart does not set)" $key $key (index $reserved $key | replace "<name>" "<service>")) }}
+{{- end }}
+{{- end }}
+{{- $envs := dict "migrations" .Values.migrations.env }}
+{{- range $name, $svc := .Values.services }}{{ $_ := set $envs (printf "services.%s" $name) $svc.env }}{{ end }}
+{{- range $where, $env := $envs }}
+{{- range $key, $_ := $env }}
+{{- if hasKey $reserved $key }}
+{{- fail (printf "%s.env.%s: the chart sets %s itself; set %s instead (env may override only LOG_LEVEL, LOG_FORMAT, CORS_ORIGINS, BIND_HOST, GRPC_MAX_CONNECTION_AGE_SECONDS, GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS and variables the chart does not set)" $where $key $key (index $reserved $key | replace "services.<name>" (ternary "services.<service>" $where (eq $where "migrations")))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $volumeOwners := dict "migrations" .Values.migrations }}
+{{- range $name, $svc := .Values.services }}{{ $_ := set $volumeOwners (printf "services.%s" $name) $svc }}{{ end }}
+{{- range $where, $owner := $volumeOwners }}
+{{- range $volume := $owner.extraVolumes }}
+{{- if eq $volume.name "tmp" }}
+{{- fail (printf "%s.extraVolumes: the name tmp is the chart's own /tmp volume; pick another" $where) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.create is false: set serviceAccount.name to the existing ServiceAccount the application's pods run as" }}
+{{- end }}
 {{- range $name, $svc := .Values.services }}
 {{- if and $svc.enabled (ne $svc.protocol "none") (not $svc.port) }}
 {{- fail (printf "services.%s: protocol %s needs a port" $name $svc.protocol) }}
@@ -260,17 +321,31 @@ whose DNS name resolves to every ready pod, so clients balance their calls over 
 {{- $root := index . 0 }}{{ $name := index . 1 }}
 {{- printf "%s:%v" (include "marketdata.headlessName" (list $root $name)) (index $root.Values.services $name).port }}
 {{- end }}
+{{/* The headless Service of a component, fitted to 63 characters. Call with (list $ "ingest"). */}}
 {{- define "marketdata.headlessName" -}}
-{{- printf "%s-headless" (include "marketdata.componentName" .) }}
+{{- include "marketdata.fitName" (list (printf "%s-headless" (include "marketdata.componentName" .)) 63) }}
 {{- end }}
 
-{{/* Environment shared by every process and the migration Job (the data of the ConfigMap). */}}
+{{/*
+Environment shared by every process and the migration Job (the data of the ConfigMap): the chart's keys, with
+config.extraEnv added; where extraEnv names one of the chart's keys that it may override (LOG_LEVEL, …: the
+others are refused by marketdata.validate), its value replaces the chart's, so each key is there once.
+*/}}
 {{- define "marketdata.configData" -}}
+{{- $data := include "marketdata.chartConfigData" . | fromYaml }}
+{{- range $key, $value := .Values.config.extraEnv }}{{ $_ := set $data $key $value }}{{ end }}
+{{- $lines := list }}
+{{- range $key, $value := $data }}{{ $lines = append $lines (printf "%s: %s" $key ($value | quote)) }}{{ end }}
+{{- join "\n" $lines }}
+{{- end }}
+
+{{- define "marketdata.chartConfigData" -}}
 BIND_HOST: "0.0.0.0"
 LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 MD_STREAM: {{ .Values.config.stream | quote }}
 MD_SUBJECT_PREFIX: {{ .Values.config.subjectPrefix | quote }}
+MD_CONSUMER: {{ .Values.config.consumer | quote }}
 MD_STREAM_REPLICAS: {{ include "marketdata.streamReplicas" . | quote }}
 MD_STREAM_MAX_BYTES: {{ include "marketdata.bytes" .Values.config.streamMaxBytes | quote }}
 MD_STREAM_MAX_AGE_SECONDS: {{ .Values.config.streamMaxAgeSeconds | quote }}
@@ -287,8 +362,135 @@ QUERY_ADDR: {{ include "marketdata.address" (list . "query") | quote }}
 AGGREGATOR_ADDR: {{ include "marketdata.address" (list . "aggregator") | quote }}
 GRPC_MAX_CONNECTION_AGE_SECONDS: {{ .Values.config.grpcMaxConnectionAgeSeconds | quote }}
 GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS: {{ .Values.config.grpcMaxConnectionAgeGraceSeconds | quote }}
-{{- range $key, $value := .Values.config.extraEnv }}
-{{ $key }}: {{ $value | quote }}
+{{- end }}
+
+{{/*
+Environment variables the chart sets from its own values (or derives), and the value to set instead:
+config.extraEnv and services.<name>.env / migrations.env may not name them (marketdata.validate fails the
+render), so each reaches the pods once and through the chart's checks (the connection budget, the NATS limits,
+the probes' ports, KEDA's consumer). LOG_LEVEL, LOG_FORMAT, CORS_ORIGINS, BIND_HOST and the GRPC_MAX_* ages
+are not here: extraEnv overrides them release-wide, a service's env for that service.
+*/}}
+{{- define "marketdata.reservedEnv" -}}
+DATABASE_URL: "externalDatabase.url or externalDatabase.existingSecret (or the in-chart PostgreSQL, CloudNativePG)"
+PGPASSWORD: "postgresql.password or postgresql.existingSecret"
+NATS_URL: "externalNats.url or externalNats.existingSecret (or the in-chart NATS)"
+API_KEYS: "auth.apiKeys or auth.existingSecret"
+API_KEY: "auth.apiKeys or auth.existingSecret"
+FEEDER_API_KEY: "auth.feederApiKey or auth.existingSecret"
+DB_POOL_SIZE: "services.<name>.dbPoolSize, which the PostgreSQL connection budget counts"
+MD_STREAM: "config.stream"
+MD_SUBJECT_PREFIX: "config.subjectPrefix"
+MD_CONSUMER: "config.consumer"
+MD_STREAM_REPLICAS: "config.streamReplicas"
+MD_STREAM_MAX_BYTES: "config.streamMaxBytes"
+MD_STREAM_MAX_AGE_SECONDS: "config.streamMaxAgeSeconds"
+MD_DEADLETTER_MAX_BYTES: "config.deadletterMaxBytes"
+SHUTDOWN_GRACE_SECONDS: "config.shutdownGraceSeconds (the termination grace period follows it)"
+METRICS_PORT: "config.metricsPort"
+INGEST_PORT: "services.ingest.port"
+QUERY_PORT: "services.query.port"
+AGGREGATOR_PORT: "services.aggregator.port"
+EDGE_PORT: "services.edge.port"
+INGEST_ADDR: "services.ingest.port (the address is the headless Service's)"
+QUERY_ADDR: "services.query.port (the address is the headless Service's)"
+AGGREGATOR_ADDR: "services.aggregator.port (the address is the headless Service's)"
+{{- end }}
+
+{{/*
+env entries from a values map (services.<name>.env, migrations.env): NAME: "literal", or
+NAME: {valueFrom: {secretKeyRef: {name, key}}} (configMapKeyRef, fieldRef, resourceFieldRef likewise).
+*/}}
+{{- define "marketdata.userEnv" -}}
+{{- range $key, $value := . }}
+- name: {{ $key }}
+  {{- if kindIs "map" $value }}
+  valueFrom:
+    {{- toYaml $value.valueFrom | nindent 4 }}
+  {{- else }}
+  value: {{ $value | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of every pod of the chart (the application's, the migration's, the test's, NATS and PostgreSQL). */}}
+{{- define "marketdata.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scheduling of a pod: the component's own nodeSelector, tolerations, affinity, priorityClassName and
+topologySpreadConstraints where it has them (non-empty: it replaces the chart-wide value), else the
+chart-wide `scheduling` ones. Spread constraints without a labelSelector get the component's selector labels.
+With spread, a pod without an affinity of its own prefers a node without another pod of its component (added
+to scheduling.affinity unless that has a podAntiAffinity).
+Call with (dict "root" $ "component" "ingest" "own" $svc "spread" true).
+*/}}
+{{- define "marketdata.scheduling" -}}
+{{- $root := .root }}{{ $component := .component }}{{ $g := $root.Values.scheduling }}{{ $own := default dict .own }}
+{{- $nodeSelector := default $g.nodeSelector $own.nodeSelector }}
+{{- $tolerations := default $g.tolerations $own.tolerations }}
+{{- $priority := default $g.priorityClassName $own.priorityClassName }}
+{{- $spreads := default $g.topologySpreadConstraints $own.topologySpreadConstraints }}
+{{- $affinity := dict }}
+{{- if $own.affinity }}{{ $affinity = $own.affinity }}
+{{- else }}
+{{- $affinity = deepCopy (default dict $g.affinity) }}
+{{- if and .spread (not $affinity.podAntiAffinity) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "marketdata.selectorLabels" (list $root $component) | fromYaml)) }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- end }}
+{{- end }}
+{{- with $priority }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $spreads }}
+{{- $constraints := list }}
+{{- range $c := $spreads }}
+{{- $c = deepCopy $c }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "marketdata.selectorLabels" (list $root $component) | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount an application pod runs as, and whether the chart creates it: "<name>|create" or
+"<name>|existing". services.<name>.serviceAccount.name / migrations.serviceAccount.name name an existing one
+for that pod; serviceAccount.create false runs every application pod as serviceAccount.name; else the chart
+creates <base>-<component>. Call with (list $ "component" $own).
+*/}}
+{{- define "marketdata.serviceAccount" -}}
+{{- $root := index . 0 }}{{ $own := default dict (index . 2).serviceAccount }}
+{{- if $own.name }}{{ $own.name }}|existing
+{{- else if not $root.Values.serviceAccount.create }}{{ $root.Values.serviceAccount.name }}|existing
+{{- else }}{{ include "marketdata.componentName" (list $root (index . 1)) }}|create{{ end }}
+{{- end }}
+
+{{/* Annotations of a ServiceAccount the chart creates: serviceAccount.annotations with the component's over them. Call with (list $ $own). */}}
+{{- define "marketdata.serviceAccountAnnotations" -}}
+{{- $root := index . 0 }}{{ $own := default dict (index . 1).serviceAccount }}
+{{- with merge (dict) (default dict $own.annotations) $root.Values.serviceAccount.annotations }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}
 
