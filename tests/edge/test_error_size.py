@@ -51,3 +51,12 @@ def test_history_range_errors_are_from_and_to_over_http_and_proto_names_over_grp
             query_pb2_grpc.QueryServiceStub(channel).GetHistory(request, timeout=10)
     assert [field for field, _ in field_violations_of(error.value)] == ["from_time"]
     assert error.value.details().startswith("invalid argument: from_time: ")
+
+
+def test_a_stream_of_a_very_long_symbol_is_refused_with_a_short_echo(edge_stack: EdgeStack) -> None:
+    """A bad value is echoed cut short, with its length, as the services echo it."""
+    response = httpx.get(f"{edge_stack.base_url}/realtime/ticks", params={"symbol": "S" * 9000}, timeout=10)
+    body = problem(response, 400, "INVALID_ARGUMENT")
+    [violation] = body["violations"]
+    assert violation["field"] == "symbol" and "(9000 characters)" in violation["description"]
+    assert len(response.content) < 1024, len(response.content)

@@ -39,7 +39,7 @@ from starlette.responses import Response
 # Registers every marketdata.v1 service and message in the default descriptor pool.
 from marketdata.codegen.openapi import REVALIDATED_RESPONSES, openapi_path, path_fields, rule_bindings
 from marketdata.common.channels import open_channel
-from marketdata.common.errors import field_violations_of
+from marketdata.common.errors import field_violations_of, quoted
 from marketdata.common.metrics import LATENCY_BUCKETS
 from marketdata.v1 import aggregator_pb2, events_pb2, ingest_pb2, market_pb2, query_pb2  # noqa: F401
 
@@ -181,16 +181,25 @@ def field_path(parts: Iterable[Any]) -> str:
     return out
 
 
+ECHO_CHARS = 64
+
+
 def _json_text(value: Any) -> str:
-    """A value as JSON shows it (null, true, [1]), shortened; strings stay quoted as jsonschema quotes them."""
-    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    """A value as JSON shows it (null, true, [1]), shortened; strings quoted as jsonschema quotes them, cut as
+    the services cut the values they echo ('SSS…' (9000 characters)), though long enough for any timestamp."""
+    if isinstance(value, str):
+        return quoted(value, ECHO_CHARS)
+    text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _message(error: ValidationError) -> str:
-    """jsonschema's message, with the value in JSON terms where it names the value's type (not Python's None)."""
+    """jsonschema's message, with the value it starts with in JSON terms (null, not Python's None) and cut short."""
     if error.validator == "type":
         return f"{_json_text(error.instance)} is not of type {error.validator_value!r}"
+    shown = repr(error.instance)
+    if error.message.startswith(shown):
+        return _json_text(error.instance) + error.message[len(shown):]
     return error.message
 
 

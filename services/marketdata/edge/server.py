@@ -170,8 +170,7 @@ class Edge:
         symbols = [part.strip() for value in raw for part in str(value).split(",") if part.strip()]
         bad = [s for s in symbols if not rules.is_symbol(s)]
         if not symbols or bad:
-            description = (f"{bad[0]!r} is not a symbol: {rules.SYMBOL_RULE_TEXT}" if bad
-                           else "give at least one symbol")
+            description = rules.symbol_problem(bad[0]) if bad else "give at least one symbol"
             raise EdgeProblem(400, f"invalid query parameter 'symbol': {description}",
                               violations=[("symbol", description)])
         if len(set(symbols)) > MAX_STREAM_SYMBOLS:
