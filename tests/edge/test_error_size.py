@@ -60,3 +60,35 @@ def test_a_stream_of_a_very_long_symbol_is_refused_with_a_short_echo(edge_stack:
     [violation] = body["violations"]
     assert violation["field"] == "symbol" and "(9000 characters)" in violation["description"]
     assert len(response.content) < 1024, len(response.content)
+
+
+def test_the_edges_own_checks_keep_to_the_error_budget(edge_stack: EdgeStack) -> None:
+    """A body of 10,000 bad ticks, or of unknown fields with long names, fails the edge's schema check: a 400 of a
+    few KiB naming the first fields and counting the rest, as an INVALID_ARGUMENT is (it was 9 MB)."""
+    bad = {"symbol": "b" * 60, "price": -1, "size": "x", "eventTime": "nope", "tradeId": 5, "side": "SIDEWAYS"}
+    unknown = {"z" * 9000: 1, **{f"x{k}": 1 for k in range(100)}}
+    for body in ({"items": [bad] * 10_000}, {"items": [{**bad, "y" * 9000: 1}] * 100}):
+        response = httpx.post(f"{edge_stack.base_url}{TICKS}", headers={"x-api-key": edge_stack.api_key},
+                              json=body, timeout=60)
+        problem(response, 400, "INVALID_ARGUMENT")
+        assert len(response.content) < 8192, len(response.content)
+        violations = response.json()["violations"]
+        assert violations[-1]["description"].endswith("more problems not listed"), violations[-1]
+        assert len(response.json()["detail"]) <= 1024
+    response = httpx.post(f"{edge_stack.base_url}{TICKS}", headers={"x-api-key": edge_stack.api_key}, json=unknown)
+    assert [v["description"] for v in problem(response, 400, "INVALID_ARGUMENT")["violations"]] == [
+        "'items' is a required property", "unknown field 'x0'"]
+    assert len(response.content) < 1024, len(response.content)
+
+
+@pytest.mark.parametrize(("path", "params", "expected"), [
+    ("/api/v1/ticks/btc/latest", {}, "'btc' is not a symbol: "),
+    ("/api/v1/ticker/24hr", {"symbol": "btc"}, "'btc' is not a symbol: "),
+    ("/api/v1/ticker/24hr", {"symbol": "BTCUSDT,"}, "is empty: give symbols separated by single commas"),
+    ("/realtime/ticker", {"symbol": "btc"}, "'btc' is not a symbol: "),
+])
+def test_a_bad_symbol_reads_the_same_over_http_as_over_grpc(edge_stack: EdgeStack, path: str, params: dict,
+                                                            expected: str) -> None:
+    body = problem(httpx.get(f"{edge_stack.base_url}{path}", params=params, timeout=10), 400, "INVALID_ARGUMENT")
+    assert expected in body["violations"][0]["description"], body
+    assert "does not match" not in body["detail"], body

@@ -150,6 +150,9 @@ async def test_symbol_lists_follow_the_contract(query_stub: query_pb2_grpc.Query
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await query_stub.WatchTicker(query_pb2.WatchTickerRequest(symbol=[symbols[0]] * 101), timeout=10).read()
     assert field_violations_of(caught.value) == [("symbol", "at most 100 symbols per stream")]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # many bad entries too: the count is named first
+        await query_stub.GetTicker(query_pb2.GetTickerRequest(symbol=["x"] * 1001), timeout=10)
+    assert field_violations_of(caught.value)[0] == ("symbol", "at most 1000 symbols per request")
     response = await query_stub.GetTicker(query_pb2.GetTickerRequest(symbol=[symbols[0]] * 1000), timeout=10)
     assert [t.symbol for t in response.items] == [symbols[0]]
 

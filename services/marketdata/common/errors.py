@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -142,6 +143,14 @@ def invalid_argument_status(violations: list[tuple[str, str]], summary: str | No
         kept.append(error_details_pb2.BadRequest.FieldViolation(field=_common_root(rest),
                                                                 description=not_listed(omitted)))
     return _status(message, kept)
+
+
+def within_budget(violations: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The violations as an INVALID_ARGUMENT carries them (as many as fit its budget, then the count of the rest):
+    the same list for an HTTP problem, whose body the edge keeps as small."""
+    bad_request = error_details_pb2.BadRequest()
+    invalid_argument_status(list(violations), "").details[0].Unpack(bad_request)
+    return [(v.field, v.description) for v in bad_request.field_violations]
 
 
 def _status(message: str, violations: list[error_details_pb2.BadRequest.FieldViolation]) -> status_pb2.Status:

@@ -79,7 +79,7 @@ def symbol_problem(symbol: str) -> str | None:
 def symbol_list_problem(value: str) -> str | None:
     """Why a comma-separated list of symbols is not one, or None."""
     if not value:
-        return "required"
+        return "is empty: give symbols separated by single commas"
     parts = value.split(",")
     if not all(parts):
         return f"{quoted(value)} has an empty symbol: separate symbols by single commas"

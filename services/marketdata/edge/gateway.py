@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -38,8 +39,9 @@ from starlette.responses import Response
 
 # Registers every marketdata.v1 service and message in the default descriptor pool.
 from marketdata.codegen.openapi import REVALIDATED_RESPONSES, openapi_path, path_fields, rule_bindings
+from marketdata.common import rules
 from marketdata.common.channels import open_channel
-from marketdata.common.errors import field_violations_of, quoted
+from marketdata.common.errors import clipped, field_violations_of, quoted, within_budget
 from marketdata.common.metrics import LATENCY_BUCKETS
 from marketdata.v1 import aggregator_pb2, events_pb2, ingest_pb2, market_pb2, query_pb2  # noqa: F401
 
@@ -109,6 +111,11 @@ def reason(status: int) -> str:
         return "Error"
 
 
+# A problem's detail names the first violations; the violations themselves keep to the budget of an
+# INVALID_ARGUMENT (common.errors), so a body of 10,000 bad ticks is a 400 of a few KiB, not of megabytes.
+MAX_DETAIL_CHARS = 1024
+
+
 def problem_response(status: int, detail: str, *, grpc_code: grpc.StatusCode | None = None,
                      violations: Violations = (), headers: Mapping[str, str] | None = None,
                      title: str | None = None) -> Response:
@@ -118,9 +125,10 @@ def problem_response(status: int, detail: str, *, grpc_code: grpc.StatusCode | N
         "type": "about:blank",
         "title": title or reason(status),
         "status": status,
-        "detail": detail,
+        "detail": clipped(detail, MAX_DETAIL_CHARS),
         "grpcCode": grpc_code.name,
-        "violations": [{"field": field, "description": description} for field, description in violations],
+        "violations": [{"field": field, "description": description}
+                       for field, description in within_budget(violations)] if violations else [],
     }
     request_id = REQUEST_ID.get()
     if request_id:
@@ -193,10 +201,19 @@ def _json_text(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# Patterns whose values the services word their own way: a bad symbol reads the same over HTTP and gRPC.
+_WORDED = {rules.SYMBOL_PATTERN.pattern: rules.symbol_problem, rules.SYMBOL_LIST_PATTERN: rules.symbol_list_problem}
+
+
 def _message(error: ValidationError) -> str:
-    """jsonschema's message, with the value it starts with in JSON terms (null, not Python's None) and cut short."""
+    """jsonschema's message, with the value it starts with in JSON terms (null, not Python's None) and cut short;
+    a symbol's as the services word it."""
     if error.validator == "type":
         return f"{_json_text(error.instance)} is not of type {error.validator_value!r}"
+    worded = _WORDED.get(error.schema.get("pattern")) if isinstance(error.schema, dict) else None
+    if worded is not None and isinstance(error.instance, str) and error.validator in ("pattern", "minLength",
+                                                                                        "maxLength"):
+        return worded(error.instance) or error.message
     shown = repr(error.instance)
     if error.message.startswith(shown):
         return _json_text(error.instance) + error.message[len(shown):]
@@ -209,7 +226,7 @@ def violation_of(error: ValidationError, root: str = "") -> tuple[str, str]:
         known = set((error.schema or {}).get("properties", {}))
         extra = sorted(k for k in error.instance if k not in known)
         if extra:
-            return (f"{path}.{extra[0]}" if path else extra[0]), f"unknown field {extra[0]!r}"
+            return (f"{path}.{extra[0]}" if path else extra[0]), f"unknown field {_json_text(extra[0])}"
     if error.validator == "required" and isinstance(error.validator_value, list):
         match = re.match(r"'([^']+)' is a required property", error.message)
         if match:
@@ -267,12 +284,17 @@ class EdgeBodyValidator(JSONRequestBodyValidator):
         return body
 
 
+MAX_BODY_ERRORS = 1000
+
+
 def body_problem(validator: Any, body: Any, root: str = "") -> EdgeProblem | None:
     """Every violation of `body` against the validator's schema as one 400 problem (None when valid); field
     paths start at `root` (`items[12]` for one line of an NDJSON stream)."""
     # Every error, not only the first: a batch with a type error and a bad value names both. Ordered
     # by position in the body (items[0] before items[3]), in the schema's order within one item.
-    errors = sorted(validator.iter_errors(body),
+    # At most MAX_BODY_ERRORS are looked at: a body of 10,000 bad items would otherwise cost seconds of CPU.
+    found = list(itertools.islice(validator.iter_errors(body), MAX_BODY_ERRORS + 1))
+    errors = sorted(found[:MAX_BODY_ERRORS],
                     key=lambda error: [part for part in error.absolute_path if isinstance(part, int)])
     if not errors:
         return None
@@ -281,6 +303,8 @@ def body_problem(validator: Any, body: Any, root: str = "") -> EdgeProblem | Non
         field, description = violation_of(error, root)
         by_field.setdefault(field or "body", []).append(description)
     violations = [(field, "; ".join(descriptions)) for field, descriptions in by_field.items()]
+    if len(found) > MAX_BODY_ERRORS:
+        violations.append((root or "body", f"more problems not looked for after the first {MAX_BODY_ERRORS}"))
     first = f"{violations[0][0]}: {violations[0][1]}"
     more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
     return EdgeProblem(400, f"invalid request body: {first}{more}", violations=violations)

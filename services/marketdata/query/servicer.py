@@ -118,15 +118,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                           per: str) -> tuple[list[str], str, timedelta | None, FieldViolations]:
         """The symbols (also comma-separated), the window and its length, and what is wrong with them."""
         violations = FieldViolations()
-        symbols: list[str] = []
+        symbols = list(dict.fromkeys(part for value in fields for part in value.split(",")))
+        if len(fields) > max_symbols or len(symbols) > max_symbols:  # first: the entries' problems may be many
+            violations.add("symbol", f"at most {max_symbols} symbols per {per}")
         for index, value in enumerate(fields[:max_symbols]):  # the paths name the request's own entries
             problem = rules.symbol_list_problem(value)
             if problem:
                 violations.add(f"symbol[{index}]", problem)
-            symbols += value.split(",")
-        symbols = list(dict.fromkeys(symbols))
-        if len(fields) > max_symbols or len(symbols) > max_symbols:
-            violations.add("symbol", f"at most {max_symbols} symbols per {per}")
         window_size = window_size or DEFAULT_WINDOW
         length = parse_window(window_size)
         if length is None:
