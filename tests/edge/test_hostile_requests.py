@@ -57,7 +57,8 @@ def test_a_repeated_parameter_is_refused_and_every_bad_parameter_is_named(edge_s
     assert "(and 3 more)" in body["detail"]
 
 
-@pytest.mark.parametrize("value", ["2026-13-01T00:00:00Z", "2026-12-05T23:00:00 01:00", "yesterday"])
+@pytest.mark.parametrize("value", ["2026-13-01T00:00:00Z", "2026-12-05T23:00:00 01:00", "yesterday",
+                                   "2026-12-05T23:00:00+25:00", "2026-12-05T23:00:00-05:60"])
 def test_a_bad_date_time_parameter_is_named_without_python_text(edge_stack: EdgeStack, symbol: str,
                                                                 value: str) -> None:
     body = problem(httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history", params={"from": value}),

@@ -234,10 +234,18 @@ def violation_of(error: ValidationError, root: str = "") -> tuple[str, str]:
     return path, _message(error)
 
 
+# RFC 3339's offset: hours 00-23, minutes 00-59 (protobuf's Python parser takes +99:99 too).
+_OFFSET = re.compile(r"[+-]([0-9]{2}):([0-9]{2})$")
+
+
 def _is_timestamp(value: object) -> bool:
-    """RFC 3339 as the protobuf JSON mapping reads it (what json_format.ParseDict will accept)."""
+    """RFC 3339 as the protobuf JSON mapping reads it (what json_format.ParseDict will accept), with a valid
+    offset."""
     if not isinstance(value, str):
         return True  # the type keyword reports non-strings
+    offset = _OFFSET.search(value)
+    if offset is not None and (int(offset.group(1)) > 23 or int(offset.group(2)) > 59):
+        return False
     try:
         timestamp_pb2.Timestamp().FromJsonString(value)
     except ValueError:
