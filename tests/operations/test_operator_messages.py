@@ -53,6 +53,22 @@ def test_a_wrong_database_or_role_is_one_line(command: str, postgres_url: str) -
     assert 'role "md_no_such_role" does not exist' in line
 
 
+@pytest.mark.parametrize("command", [("retention", "--dry-run"), ("retention",)])
+def test_a_closed_output_is_not_a_database_problem(command: tuple[str, ...], database_url: str) -> None:
+    """`marketdata retention --dry-run | head -1`: the reader of the pipe gone, the command ends quietly with
+    141 (128 + SIGPIPE, as a shell tool would), not with `cannot connect to PostgreSQL ...: Broken pipe`."""
+    reader, writer = os.pipe()
+    os.close(reader)  # closed before the command writes its first line: deterministic, unlike a racing head -1
+    try:
+        base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "API_KEYS", "BIND_HOST")}
+        result = subprocess.run([sys.executable, "-m", "marketdata", *command], stdout=writer,
+                                stderr=subprocess.PIPE, text=True, timeout=60,
+                                env={**base, "DATABASE_URL": database_url, "LOG_FORMAT": "text"})
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, ""), result
+
+
 @pytest.mark.parametrize("as_module", [False, True], ids=["marketdata-command", "python-m-module"])
 def test_the_services_take_no_options_and_answer_help(as_module: bool) -> None:
     """`marketdata ingest --help` and `python -m marketdata.ingest --help` alike: help, not a server start."""

@@ -13,8 +13,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
+import pytest
 
 from marketdata.common.config import load_settings
+from marketdata.common.database import create_pool
 from marketdata.retention import lifecycle
 
 # Retention off, one day ahead: the clock of the lock test is years ahead of the partitions of the real today.
@@ -154,10 +156,10 @@ async def test_a_busy_table_is_one_warning_per_round(own_database: str, caplog) 
         await pool.close()
 
 
-def retention_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def retention_cli(database_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **POLICY, "DATABASE_URL": database_url, "LOG_FORMAT": "text"}
     return subprocess.run([sys.executable, "-m", "marketdata", "retention", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=timeout)
 
 
 async def test_the_command_lists_what_it_could_not_drop_and_fails(own_database: str) -> None:
@@ -256,3 +258,51 @@ async def test_rows_in_default_partitions_are_reported(own_database: str) -> Non
         assert lines["ticks_history_default"].startswith(
             "ticks_history_default: 4 row(s), 3 older than its retention (before "), lines
         assert lines["ohlc_1m_default"].startswith("ohlc_1m_default: 1 row(s), 1 older than its retention"), lines
+
+
+async def hold_exclusive(url: str, table: str) -> asyncpg.Connection:
+    """A session holding `table` in ACCESS EXCLUSIVE mode (LOCK TABLE in an open transaction), as an operator's
+    forgotten psql would."""
+    locker = await asyncpg.connect(url)
+    await locker.execute("BEGIN")
+    await locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    return locker
+
+
+@pytest.mark.parametrize("locked", ["ticks_history_default", "ticks_history"])
+async def test_an_exclusive_lock_makes_the_aggregators_round_skip_not_hang(own_database: str, locked: str) -> None:
+    now = datetime.now(timezone.utc)
+    # A pool as the aggregator's (its 30 s command_timeout is not what ends the round).
+    pool = await create_pool(own_database, max_size=1, application_name="marketdata-aggregator")
+    locker = await hold_exclusive(own_database, locked)
+    try:
+        started = time.perf_counter()
+        done = await asyncio.wait_for(lifecycle.maintain(pool, RETENTION, now), 15)
+        assert time.perf_counter() - started < 8
+        assert {s.table for s in done.skipped} == {"ticks_history"}, done.skipped
+        assert any(f"pid {locker.get_server_pid()}" in s.reason for s in done.skipped), done.skipped
+        # The other tables were not held up: their partitions back to their horizon were made.
+        assert {name.rsplit("_p", 1)[0] for name in done.created} == set(lifecycle.PARTITIONED) - {"ticks_history"}
+    finally:
+        await locker.close()
+        await pool.close()
+
+
+@pytest.mark.parametrize("locked", ["ticks_history_default", "ticks_history"])
+async def test_an_exclusive_lock_makes_the_command_fail_with_one_line(own_database: str, locked: str) -> None:
+    locker = await hold_exclusive(own_database, locked)
+    try:
+        pid = locker.get_server_pid()
+        for args in (("--dry-run",), ()):
+            started = time.perf_counter()
+            result = await asyncio.to_thread(retention_cli, own_database, *args, timeout=30)
+            assert time.perf_counter() - started < 15, args
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert "Traceback" not in result.stderr, result.stderr
+            last = result.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"marketdata retention: {locked} was locked (ACCESS EXCLUSIVE) by pid {pid}, "), last
+            assert "LOCK TABLE" in last, last
+            if args:
+                assert result.stderr.strip() == last, result.stderr  # one line
+    finally:
+        await locker.close()

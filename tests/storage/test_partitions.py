@@ -113,3 +113,42 @@ def test_the_aggregator_keeps_partitions_ahead(start_service, own_database: str)
     wait_for(lambda: asyncio.run(exists()), 30, interval=0.2, message=f"{fifth} created at start")
     asyncio.run(drop())
     wait_for(lambda: asyncio.run(exists()), 10, interval=0.2, message=f"{fifth} created again by maintenance")
+
+
+# Retention on: what a fresh install runs with (ticks 30 days, audit 2, minutes 400), one day ahead.
+RETENTION = load_settings({"PARTITIONS_AHEAD_DAYS": "1", "RETENTION_RAW_DAYS": "2", "RETENTION_TICKS_DAYS": "30",
+                           "RETENTION_MINUTES_DAYS": "400"})
+
+
+async def test_a_fresh_install_has_partitions_back_to_the_retention_horizon(own_database: str) -> None:
+    """Ingest accepts ticks of every day still kept and Rebuild ranges from the oldest ticks_history partition:
+    after one round on a fresh database, a tick of 20 days ago lands in a partition of its day, not in DEFAULT
+    (where retention would never drop it), and one already in DEFAULT moved there."""
+    now = datetime.now(timezone.utc)
+    back = now - timedelta(days=20)
+    day = f"ticks_history_p{back:%Y%m%d}"
+    conn = await asyncpg.connect(own_database)
+    pool = await asyncpg.create_pool(own_database, min_size=1, max_size=1)
+    try:
+        await conn.execute("INSERT INTO symbols (symbol, base, quote) VALUES ('HZNX', 'HZN', 'X')")
+        insert = "INSERT INTO ticks_history (symbol, trade_id, event_time, price, size) VALUES ('HZNX', $1, $2, 1, 1)"
+        await conn.execute(insert, "before", back)  # ingested before any round: no partition for its day yet
+        assert await rows_per_partition(conn, "ticks_history", "HZNX") == {"ticks_history_default": 1}
+
+        done = await lifecycle.maintain(pool, RETENTION, now)
+        assert day in done.created and not done.dropped and not done.skipped, done
+        await conn.execute(insert, "after", back + timedelta(minutes=1))
+        await conn.execute(insert, "oldest", now - timedelta(days=29, hours=23))  # the first day ingest accepts
+        assert await rows_per_partition(conn, "ticks_history", "HZNX") == {
+            day: 2, f"ticks_history_p{now - timedelta(days=29, hours=23):%Y%m%d}": 1}
+
+        # From the horizon's day (month) on, and none of them expired: the next round drops nothing.
+        for table, days in (("ticks_history", 30), ("ticks_raw", 2), ("ohlc_1m", 400), ("ohlc_5m", 400)):
+            oldest = (await lifecycle.partitions(conn, table))[0]
+            assert oldest.lo <= now - timedelta(days=days) < oldest.hi, (table, oldest)
+        assert not await lifecycle.expired(conn, RETENTION, now)
+        again = await lifecycle.maintain(pool, RETENTION, now)
+        assert not again.created and not again.dropped and not again.skipped, again
+    finally:
+        await pool.close()
+        await conn.close()

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from marketdata.common.errors import field_violations_of
+from marketdata.retention import lifecycle
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc
 from tests.conftest import API_KEY
 from tests.storage.helpers import TIER_STEPS, assert_tier, commit, expected_tier, stored_tier
@@ -104,14 +105,25 @@ def test_rebuild_of_a_range_restores_every_tier(pipeline: Stack, database_url: s
     asyncio.run(assert_all_tiers(database_url, distinct, symbols, sided=False))
 
 
-def test_rebuild_refuses_a_range_whose_ticks_retention_dropped(pipeline: Stack) -> None:
+def test_rebuild_refuses_a_range_whose_ticks_retention_dropped(pipeline: Stack, database_url: str) -> None:
     """Retention run with a shorter RETENTION_TICKS_DAYS than the aggregator's (a CronJob, by hand) drops more:
-    the partitions that exist say what is kept. This run's database has ticks partitions from yesterday on."""
+    the partitions that exist say what is kept. (The aggregator makes them back to its retention horizon, so a
+    range starting before the oldest one is refused.)"""
     symbol = symbols_of("RO", 1)[0]
     pipeline.seed_symbols(symbol)
     now = datetime.now(timezone.utc)
+
+    async def oldest() -> datetime:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return (await lifecycle.partitions(conn, "ticks_history"))[0].lo
+        finally:
+            await conn.close()
+
     with pytest.raises(grpc.RpcError) as refused:
-        rebuild(pipeline.aggregator.address, symbol, now - timedelta(days=5), now)
+        # (before the horizon of RETENTION_TICKS_DAYS=30 too, whether or not the first round is done)
+        start = min(asyncio.run(oldest()), now - timedelta(days=31)) - timedelta(hours=1)
+        rebuild(pipeline.aggregator.address, symbol, start, now)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     [(field, description)] = field_violations_of(refused.value)
     assert "oldest partition of ticks_history" in description and field == "from_time"

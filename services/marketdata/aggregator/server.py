@@ -86,6 +86,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
                 await conn.execute(rollup.REBUILD_TIERS, request.symbol, start, end)
         except CONNECTION_ERRORS as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"PostgreSQL unavailable: {exc or type(exc).__name__}")
+        except lifecycle.TableBusy as exc:  # its partitions could not be listed: another session holds a lock
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except asyncpg.QueryCanceledError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "rebuild took longer than the deadline")
         log.info("rebuilt rollups", extra={"symbol": request.symbol, "from": start.isoformat(),

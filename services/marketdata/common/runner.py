@@ -8,6 +8,8 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
+import select
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,6 +26,9 @@ FREEZE_AFTER_SECONDS = 10.0
 # SQLSTATE classes of a connection PostgreSQL refused: connection exception, wrong role or password, no such
 # database, starting up or shutting down, too many connections.
 REFUSED_CONNECTION_STATES = ("08", "28", "3D", "57P", "53300")
+# Exit status of a command whose output was closed before it was all written (`marketdata retention | head -1`):
+# 128 + SIGPIPE, what a shell reports for a tool SIGPIPE killed (Python ignores SIGPIPE and gets EPIPE instead).
+CLOSED_OUTPUT_STATUS = 141
 
 
 def freeze_startup_objects() -> None:
@@ -108,9 +113,40 @@ def redact_url(url: str) -> str:
     return url
 
 
+def _closed_pipe(stream: object) -> bool:
+    """Whether stream writes to a pipe (or socket) whose reader is gone: poll() reports POLLERR for it."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no stream, or not one with a descriptor
+        return False
+
+
+def output_closed(exc: BaseException) -> bool:
+    """Whether exc is a write to the command's stdout or stderr after its reader went away (`| head -1`), not a
+    failure of the database connection (an OSError too)."""
+    return isinstance(exc, BrokenPipeError) and (_closed_pipe(sys.stdout) or _closed_pipe(sys.stderr))
+
+
+def exit_quietly_on_closed_output() -> None:
+    """Ends the command with CLOSED_OUTPUT_STATUS and no message, as a shell tool killed by SIGPIPE does: the
+    closed streams are pointed at /dev/null so that flushing them on the way out raises nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        if _closed_pipe(stream):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    sys.exit(CLOSED_OUTPUT_STATUS)
+
+
 def database_connect_problem(url: str, exc: BaseException) -> str | None:
     """One line saying why PostgreSQL at url cannot be used, when exc is a refused or failed connection (not
-    there, a name that does not resolve, a malformed URL, a wrong role, password or database); None otherwise."""
+    there, a name that does not resolve, a malformed URL, a wrong role, password or database); None otherwise,
+    and for a write to a closed stdout or stderr (output_closed)."""
+    if output_closed(exc):
+        return None
     if isinstance(exc, asyncpg.PostgresError):
         refused = (exc.sqlstate or "").startswith(REFUSED_CONNECTION_STATES)
     else:
@@ -123,10 +159,12 @@ def database_connect_problem(url: str, exc: BaseException) -> str | None:
 @contextlib.contextmanager
 def exit_if_database_unreachable(command: str, url: str) -> Iterator[None]:
     """For a command run by hand or by a Job: a connection PostgreSQL refuses ends it with one line, not a
-    traceback."""
+    traceback; its output closed early (`| head -1`) ends it quietly with CLOSED_OUTPUT_STATUS."""
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - only connection failures are turned into a message
+        if output_closed(exc):
+            exit_quietly_on_closed_output()
         problem = database_connect_problem(url, exc)
         if problem is None:
             raise

@@ -7,8 +7,12 @@ and older than the table's retention.
 
 Exit status: 0 when every partition due was created or dropped; 1 when some could not be (each is listed with
 why: a lock a long query or transaction held on its table past 300 ms; run the command again once it ended),
-when the database schema is older than this version of marketdata needs (run `marketdata migrate`), or when
-PostgreSQL cannot be reached."""
+when a table could not even be read (listing its partitions, counting its DEFAULT rows) because another session
+held an ACCESS EXCLUSIVE lock on it for more than 3 s (one line names the table and the session), when the
+database schema is older than this version of marketdata needs (run `marketdata migrate`), or when
+PostgreSQL cannot be reached; 141 (128 + SIGPIPE, as a shell tool killed by SIGPIPE), without a message, when
+its output was closed before it was all written (`marketdata retention --dry-run | head -1`): the round may not
+have been completed."""
 
 from __future__ import annotations
 
@@ -59,7 +63,12 @@ def main(argv: list[str] | None = None) -> None:
                                             for table, n in days.items())
                   + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h, ohlc_6h and ohlc_1d for ever")
             if args.dry_run:
-                done = lifecycle.Round(dropped=await lifecycle.expired(conn, settings, now))
+                done = lifecycle.Round()
+                for table in lifecycle.PARTITIONED:
+                    try:
+                        done.dropped += await lifecycle.expired_of(conn, settings, table, now)
+                    except lifecycle.TableBusy as exc:
+                        done.skipped.append(lifecycle.Skipped(table, table, "list", exc.reason))
                 verb = "would drop"
             else:
                 pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
@@ -74,19 +83,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{verb} {len(done.dropped)} partition(s), {sum(p.bytes for p in done.dropped) / 1e6:.1f} MB")
             for s in done.skipped:
                 print(f"could not {s.action} {s.name}: {s.reason}")
-            defaults = await lifecycle.default_rows(conn, settings, now)
+            unlisted = [s for s in done.skipped if s.action == "list"]
+            try:  # (not waiting twice for a table already found locked)
+                defaults = await lifecycle.default_rows(
+                    conn, settings, now, [t for t in lifecycle.PARTITIONED if t not in {s.table for s in unlisted}])
+            except lifecycle.TableBusy as exc:
+                return f"marketdata retention: {exc}; run it again once that session ended"
         finally:
             await conn.close()
         in_default = [d for d in defaults if d.rows or d.rows_estimated]
         for d in in_default:
             print(default_line(d))
-        if not in_default:
+        if not in_default and not unlisted:
             print("DEFAULT partitions: empty")
+        if len(unlisted) == 1 and len(done.skipped) == 1:
+            return f"marketdata retention: {unlisted[0].reason}; run it again once that session ended"
         if done.skipped:
             creates = sum(s.action == "create" for s in done.skipped)
-            return (f"marketdata retention: could not create {creates} and drop {len(done.skipped) - creates} "
-                    "partition(s), listed above: their tables were busy; run it again once the sessions holding "
-                    "them ended")
+            drops = sum(s.action == "drop" for s in done.skipped)
+            listing = f" and list the partitions of {len(unlisted)} table(s)" if unlisted else ""
+            return (f"marketdata retention: could not create {creates} and drop {drops} partition(s){listing}, "
+                    "listed above: their tables were busy; run it again once the sessions holding them ended")
         return None
 
     with exit_if_database_unreachable("retention", dsn):

@@ -2,17 +2,24 @@
 
 ticks_raw and ticks_history are partitioned by UTC day, ohlc_1m, metrics_1m, ohlc_3m and ohlc_5m by UTC month,
 each with a DEFAULT partition for rows outside the partitions that exist. The aggregator runs `maintain`
-at start and every AGGREGATOR_MAINTENANCE_SECONDS: it creates the partitions of the next
-PARTITIONS_AHEAD_DAYS days (rows of their range already in DEFAULT move into them) and drops the
+at start and every AGGREGATOR_MAINTENANCE_SECONDS: it creates the missing partitions from the table's
+retention horizon (the day or month containing now - its retention; yesterday for a table kept for ever) to
+PARTITIONS_AHEAD_DAYS days ahead (rows of their range already in DEFAULT move into them), and drops the
 partitions whose whole range is older than the table's retention. `marketdata retention --dry-run` lists
-what would go.
+what would go. Creating from the horizon, not from yesterday, matters on a fresh install and after an outage
+longer than PARTITIONS_AHEAD_DAYS: ingest accepts ticks of every day still kept (TickRules.earliest_event_seconds)
+and Rebuild ranges from the oldest ticks_history partition on, so each such day needs its partition (rows of
+DEFAULT are never dropped). A partition made so always ends after the horizon: it is not expired.
 
 Neither may stall reads or ingest: attaching a partition locks the DEFAULT partition, and detaching one the
 parent, in ACCESS EXCLUSIVE mode, and while such a lock is waited for (behind a long query) every new query of
 the table queues behind it. So each partition is created or dropped in a transaction of its own that waits at
 most PARTITION_LOCK_TIMEOUT for its locks; a partition it could not lock is skipped this round (and the rest of
 that table's, which would wait for the same lock), and reported in the round's `skipped`. Partitions are made
-days ahead, so a skipped round costs nothing. Concurrent rounds (aggregator replicas, the command beside the
+days ahead, so a skipped round costs nothing. Reads (listing a table's partitions, which reads their sizes, and
+counting DEFAULT rows) take ACCESS SHARE locks, which only an ACCESS EXCLUSIVE lock (LOCK TABLE, an ALTER
+TABLE in progress) blocks: they wait at most READ_LOCK_TIMEOUT for it, then raise TableBusy naming the locked
+table and the sessions holding it; a round skips that table (action "list"), the command exits 1. Concurrent rounds (aggregator replicas, the command beside the
 aggregator) take turns per table on an advisory lock, the one ensure_partition() takes: a partition the other
 round created or dropped meanwhile counts as done, not as an error.
 
@@ -26,16 +33,20 @@ ever. Rows in DEFAULT partitions (far past or future ticks, days that had no par
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 import asyncpg
 
 from marketdata.common.config import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Partitioned tables: partition length (as ensure_partitions takes it) and which retention setting applies.
 DAILY, MONTHLY = "1 day", "1 month"
@@ -60,6 +71,11 @@ SAMPLE_PAGES = 1_000
 
 LIST_ATTEMPTS = 5
 
+# How long a read of a table's partitions (their sizes) or of a DEFAULT partition waits for a lock held by
+# another session before giving up with TableBusy (a round skips the table, the command exits 1): reads do not
+# make others queue, so this may be longer than PARTITION_LOCK_TIMEOUT, but a round must not hang.
+READ_LOCK_TIMEOUT = "3s"
+
 # The range partitions of $1 with their bounds (the DEFAULT partition has none) and sizes.
 PARTITIONS_SQL = r"""
 SELECT c.relname AS name, b.bounds[1]::timestamptz AS lo, b.bounds[2]::timestamptz AS hi,
@@ -80,6 +96,19 @@ FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY($1::regclass[]) AND a.pid <> pg_backend_pid()
 ORDER BY seconds DESC NULLS LAST
 LIMIT 3
+"""
+
+# Sessions other than this one holding an ACCESS EXCLUSIVE lock (the one mode a read waits for) on the table $1
+# or on one of its partitions: the table itself first, then its DEFAULT partition, then the longest held.
+READ_BLOCKERS_SQL = """
+SELECT l.relation::regclass::text AS relation, a.pid, a.state,
+       extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::int AS seconds,
+       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) AS query
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND a.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.relation IN (SELECT $1::regclass UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)
+ORDER BY l.relation <> $1::regclass, l.relation::regclass::text <> $1 || '_default', seconds DESC NULLS LAST
 """
 
 
@@ -127,6 +156,48 @@ class PartitionGone(LookupError):
     """The partition to drop is no longer there (a concurrent round dropped it)."""
 
 
+class TableBusy(Exception):
+    """A read of `table` (or of one of its partitions) waited READ_LOCK_TIMEOUT for a lock another session holds.
+    str(): one line naming the locked table and, when still known, the session holding it."""
+
+    def __init__(self, table: str, reason: str) -> None:
+        super().__init__(reason)
+        self.table = table
+        self.reason = reason
+
+
+async def _read_blocked_reason(conn: asyncpg.Connection, table: str, what: str) -> str:
+    try:
+        holders = await conn.fetch(READ_BLOCKERS_SQL, table)
+    except asyncpg.PostgresError:  # the table gone meanwhile: say what is known
+        holders = []
+    if not holders:
+        return (f"{table} (or one of its partitions) was locked by another session for more than "
+                f"{READ_LOCK_TIMEOUT} while {what}")
+    first: dict[int, asyncpg.Record] = {}
+    for h in holders:
+        first.setdefault(h["pid"], h)
+    sessions = "; ".join(f"pid {h['pid']}, {h['state'] or 'busy'} for {h['seconds']} s: {h['query']}"
+                         for h in list(first.values())[:3])
+    return (f"{holders[0]['relation']} was locked (ACCESS EXCLUSIVE) by {sessions}; gave up {what} "
+            f"after {READ_LOCK_TIMEOUT}")
+
+
+async def _read(conn: asyncpg.Connection, table: str, what: str, read: Callable[[], Awaitable[T]]) -> T:
+    """read() (queries of `table`) waiting at most READ_LOCK_TIMEOUT for each lock; TableBusy when one was not
+    free. In a transaction of its own (a savepoint when the caller is in one: its lock_timeout is restored)."""
+    previous = await conn.fetchval("SELECT current_setting('lock_timeout')") if conn.is_in_transaction() else None
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{READ_LOCK_TIMEOUT}'")
+            result = await read()
+            if previous is not None:
+                await conn.execute("SELECT set_config('lock_timeout', $1, true)", previous)
+            return result
+    except asyncpg.LockNotAvailableError as exc:
+        raise TableBusy(table, await _read_blocked_reason(conn, table, what)) from exc
+
+
 def retention_days(settings: Settings) -> dict[str, int]:
     """Days each partitioned table keeps (0: for ever)."""
     return {"ticks_raw": settings.retention_raw_days, "ticks_history": settings.retention_ticks_days,
@@ -135,9 +206,12 @@ def retention_days(settings: Settings) -> dict[str, int]:
 
 
 async def partitions(conn: asyncpg.Connection, table: str) -> list[Partition]:
+    """The range partitions of table, oldest first. TableBusy when a lock another session holds on it (or on a
+    partition, whose size is read) was not free within READ_LOCK_TIMEOUT."""
     for attempt in range(LIST_ATTEMPTS):
         try:
-            rows = await conn.fetch(PARTITIONS_SQL, table)
+            rows = await _read(conn, table, f"listing the partitions of {table}",
+                               lambda: conn.fetch(PARTITIONS_SQL, table))
             break
         except asyncpg.InternalServerError as exc:
             # "could not open relation with OID n": a partition listed was dropped (by a concurrent round) before
@@ -147,14 +221,29 @@ async def partitions(conn: asyncpg.Connection, table: str) -> list[Partition]:
     return [Partition(table, r["name"], r["lo"], r["hi"], r["bytes"]) for r in rows]
 
 
+def horizon(settings: Settings, table: str, now: datetime) -> datetime | None:
+    """now - the table's retention: its rows older than this may go; None when it is kept for ever."""
+    days = retention_days(settings)[table]
+    return now - timedelta(days=days) if days else None
+
+
+async def expired_of(conn: asyncpg.Connection, settings: Settings, table: str, now: datetime) -> list[Partition]:
+    """The partitions of table whose whole range ends at or before its horizon (now - retention)."""
+    limit = horizon(settings, table, now)
+    return [] if limit is None else [p for p in await partitions(conn, table) if p.hi <= limit]
+
+
 async def expired(conn: asyncpg.Connection, settings: Settings, now: datetime) -> list[Partition]:
-    """The partitions whose whole range ends at or before their table's horizon (now - retention)."""
-    out = []
-    for table, days in retention_days(settings).items():
-        if days:
-            horizon = now - timedelta(days=days)
-            out += [p for p in await partitions(conn, table) if p.hi <= horizon]
-    return out
+    """The partitions whose whole range ends at or before their table's horizon (now - retention). TableBusy
+    when a table could not be listed (READ_LOCK_TIMEOUT)."""
+    return [p for table in PARTITIONED for p in await expired_of(conn, settings, table, now)]
+
+
+def first_kept(settings: Settings, table: str, now: datetime) -> datetime:
+    """Where the partitions a round makes for table start (in the day or month containing it): its horizon, so
+    every day or month whose rows are kept has one, or yesterday for a table kept for ever. The partition
+    containing it ends after the horizon, so expired() never lists it in the same round."""
+    return min(horizon(settings, table, now) or now, now - timedelta(days=1))
 
 
 def partition_name(table: str, step: str, lo: datetime) -> str:
@@ -230,14 +319,21 @@ async def drop(conn: asyncpg.Connection, partition: Partition) -> float:
 
 async def ensure_ahead(conn: asyncpg.Connection, settings: Settings, now: datetime,
                        result: Round | None = None) -> int:
-    """Creates the partitions from yesterday to PARTITIONS_AHEAD_DAYS after now; returns how many were new.
-    Those whose lock was busy are added to result.skipped (with the rest of their table's)."""
+    """Creates the missing partitions from the table's horizon (first_kept: yesterday for a table kept for ever)
+    to PARTITIONS_AHEAD_DAYS after now, oldest first (rows of their range move out of DEFAULT); returns how many
+    were new. Those whose lock was busy are added to result.skipped (with the rest of their table's); a table
+    that could not be listed too (action "list")."""
     result = result if result is not None else Round()
     created = 0
     for table, step in PARTITIONED.items():
-        existing = {p.name for p in await partitions(conn, table)}
+        try:
+            existing = {p.name for p in await partitions(conn, table)}
+        except TableBusy as exc:
+            result.skipped.append(Skipped(table, table, "list", exc.reason))
+            continue
         busy: str | None = None
-        for lo, hi in ranges(step, now - timedelta(days=1), now + timedelta(days=settings.partitions_ahead_days)):
+        for lo, hi in ranges(step, first_kept(settings, table, now),
+                             now + timedelta(days=settings.partitions_ahead_days)):
             name = partition_name(table, step, lo)
             if name in existing:
                 continue
@@ -263,7 +359,16 @@ async def maintain(pool: asyncpg.Pool, settings: Settings, now: datetime) -> Rou
     async with pool.acquire() as conn:
         await ensure_ahead(conn, settings, now, result)
         busy: dict[str, str] = {}
-        for partition in await expired(conn, settings, now):
+        unlisted = {s.table for s in result.skipped if s.action == "list"}  # not waited for twice in a round
+        due: list[Partition] = []
+        for table in PARTITIONED:
+            if table in unlisted:
+                continue
+            try:
+                due += await expired_of(conn, settings, table, now)
+            except TableBusy as exc:
+                result.skipped.append(Skipped(table, table, "list", exc.reason))
+        for partition in due:
             if partition.table in busy:
                 result.skipped.append(Skipped(partition.table, partition.name, "drop", busy[partition.table]))
                 continue
@@ -284,12 +389,21 @@ async def maintain(pool: asyncpg.Pool, settings: Settings, now: datetime) -> Rou
     if result.created:
         log.info("created partitions ahead", extra={"partitions": len(result.created)})
     if result.skipped:
-        creates = sum(s.action == "create" for s in result.skipped)
-        log.warning(f"storage maintenance skipped {creates} partition(s) to create and "
-                    f"{len(result.skipped) - creates} to drop: their tables were busy; trying again next round",
+        log.warning(f"storage maintenance skipped {skipped_summary(result)}: their tables were busy; "
+                    "trying again next round",
                     extra={"partitions": [s.name for s in result.skipped],
                            "reason": result.skipped[0].reason})
     return result
+
+
+def skipped_summary(result: Round) -> str:
+    """'N partition(s) to create and M to drop' (', and the partitions of K table(s) it could not list')."""
+    count = {action: sum(s.action == action for s in result.skipped) for action in ("create", "drop", "list")}
+    text = f"{count['create']} partition(s) to create and {count['drop']} to drop"
+    if count["list"]:
+        unlisted = ", ".join(s.table for s in result.skipped if s.action == "list")
+        text += f", and the partitions of {count['list']} table(s) it could not list ({unlisted})"
+    return text
 
 
 async def _partition_key(conn: asyncpg.Connection, table: str) -> tuple[str, int]:
@@ -299,39 +413,45 @@ async def _partition_key(conn: asyncpg.Connection, table: str) -> tuple[str, int
     return row["attname"], row["attnum"]
 
 
-async def default_rows(conn: asyncpg.Connection, settings: Settings, now: datetime) -> list[DefaultRows]:
-    """Per partitioned table, the rows of its DEFAULT partition, in all and older than its retention horizon.
+async def default_rows(conn: asyncpg.Connection, settings: Settings, now: datetime,
+                       tables: Iterable[str] = tuple(PARTITIONED)) -> list[DefaultRows]:
+    """Per partitioned table (of `tables`), the rows of its DEFAULT partition, in all and older than its retention
+    horizon. TableBusy when a lock on a DEFAULT partition was not free within READ_LOCK_TIMEOUT.
 
     Counted exactly when the partition is small (EXACT_COUNT_PAGES); else the total is pg_class.reltuples and the
     older ones are counted through an index leading with the partition key if the partition has one, or else
     estimated from a sample of SAMPLE_PAGES pages (rows_estimated, older_estimated)."""
     out = []
     days = retention_days(settings)
-    for table in PARTITIONED:
-        default = f"{table}_default"
-        key, attnum = await _partition_key(conn, table)
-        horizon = now - timedelta(days=days[table]) if days[table] else None
-        stats = await conn.fetchrow("SELECT relpages, reltuples FROM pg_class WHERE oid = $1::regclass", default)
-        pages = max(stats["relpages"], await conn.fetchval(
-            "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", default))
-        if pages <= EXACT_COUNT_PAGES:
-            row = await conn.fetchrow(f'SELECT count(*) AS rows, count(*) FILTER (WHERE "{key}" < $1) AS older '
-                                      f'FROM "{default}"', horizon)
-            out.append(DefaultRows(table, default, row["rows"], row["older"] if horizon else None, horizon))
-            continue
-        rows = max(int(stats["reltuples"]), 0)  # -1: never analyzed
-        indexed = await conn.fetchval("SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = $1::regclass "
-                                      "AND indisvalid AND indkey[0] = $2)", default, attnum)
-        older: int | None = None
-        if horizon is not None and indexed:
-            older = await conn.fetchval(f'SELECT count(*) FROM "{default}" WHERE "{key}" < $1', horizon)
-        elif horizon is not None:
-            percent = min(100.0, 100.0 * SAMPLE_PAGES / max(pages, 1))
-            sample = await conn.fetchrow(
-                f'SELECT count(*) AS n, count(*) FILTER (WHERE "{key}" < $1) AS older '
-                f'FROM "{default}" TABLESAMPLE SYSTEM ($2)', horizon, percent)
-            rows = rows or round(sample["n"] * 100.0 / percent)
-            older = round(sample["older"] / max(sample["n"], 1) * rows)
-        out.append(DefaultRows(table, default, rows, older, horizon, rows_estimated=True,
-                               older_estimated=horizon is not None and not indexed))
+    for table in tables:
+        limit = now - timedelta(days=days[table]) if days[table] else None
+        out.append(await _read(conn, table, f"counting the rows of {table}_default",
+                               functools.partial(_default_rows_of, conn, table, limit)))
     return out
+
+
+async def _default_rows_of(conn: asyncpg.Connection, table: str, horizon: datetime | None) -> DefaultRows:
+    default = f"{table}_default"
+    key, attnum = await _partition_key(conn, table)
+    stats = await conn.fetchrow("SELECT relpages, reltuples FROM pg_class WHERE oid = $1::regclass", default)
+    pages = max(stats["relpages"], await conn.fetchval(
+        "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", default))
+    if pages <= EXACT_COUNT_PAGES:
+        row = await conn.fetchrow(f'SELECT count(*) AS rows, count(*) FILTER (WHERE "{key}" < $1) AS older '
+                                  f'FROM "{default}"', horizon)
+        return DefaultRows(table, default, row["rows"], row["older"] if horizon else None, horizon)
+    rows = max(int(stats["reltuples"]), 0)  # -1: never analyzed
+    indexed = await conn.fetchval("SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = $1::regclass "
+                                  "AND indisvalid AND indkey[0] = $2)", default, attnum)
+    older: int | None = None
+    if horizon is not None and indexed:
+        older = await conn.fetchval(f'SELECT count(*) FROM "{default}" WHERE "{key}" < $1', horizon)
+    elif horizon is not None:
+        percent = min(100.0, 100.0 * SAMPLE_PAGES / max(pages, 1))
+        sample = await conn.fetchrow(
+            f'SELECT count(*) AS n, count(*) FILTER (WHERE "{key}" < $1) AS older '
+            f'FROM "{default}" TABLESAMPLE SYSTEM ($2)', horizon, percent)
+        rows = rows or round(sample["n"] * 100.0 / percent)
+        older = round(sample["older"] / max(sample["n"], 1) * rows)
+    return DefaultRows(table, default, rows, older, horizon, rows_estimated=True,
+                       older_estimated=horizon is not None and not indexed)
