@@ -227,7 +227,7 @@ Included by every template that depends on them.
 {{- fail "cloudnativepg.enabled is true: set postgresql.enabled=false and leave externalDatabase empty (the services read the CloudNativePG app Secret)" }}
 {{- end }}
 {{- if not (or (trim .Values.auth.apiKeys) .Values.auth.existingSecret) }}
-{{- fail "auth.apiKeys is empty and auth.existingSecret is not set: ingest does not start without API keys. Set auth.apiKeys to the comma-separated keys producers send in x-api-key (e.g. --set auth.apiKeys=$(openssl rand -hex 16)), or auth.existingSecret to a Secret holding them under API_KEYS" }}
+{{- fail "auth.apiKeys is empty and auth.existingSecret is not set: ingest and the aggregator do not start without API keys. Set auth.apiKeys to the comma-separated keys producers send in x-api-key (e.g. --set auth.apiKeys=$(openssl rand -hex 16)), or auth.existingSecret to a Secret holding them under API_KEYS" }}
 {{- end }}
 {{- if and .Values.postgresql.password .Values.postgresql.existingSecret }}
 {{- fail "postgresql.password and postgresql.existingSecret are both set: give one" }}
