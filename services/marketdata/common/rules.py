@@ -14,6 +14,7 @@ import protovalidate
 from buf.validate import validate_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from marketdata.common.errors import FieldViolations, quoted
 from marketdata.v1 import ingest_pb2, market_pb2, query_pb2
@@ -86,10 +87,10 @@ def symbol_list_problem(value: str) -> str | None:
     return next((problem for problem in map(symbol_problem, parts) if problem), None)
 
 
-def timestamp_problem(seconds: int, nanos: int) -> str | None:
+def timestamp_problem(ts: Timestamp) -> str | None:
     """Why a google.protobuf.Timestamp is not a valid one (out of its range, or nanos not normalised), or None.
     protovalidate compares such timestamps as if they were normalised (nanos 1999999999 as a second more)."""
-    if not (TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS and 0 <= nanos <= 999_999_999):
+    if not (TIMESTAMP_MIN_SECONDS <= ts.seconds <= TIMESTAMP_MAX_SECONDS and 0 <= ts.nanos <= 999_999_999):
         return TIMESTAMP_RULE_TEXT
     return None
 
@@ -165,7 +166,7 @@ def _timestamp_violations(message: Message, prefix: str = "") -> Iterable[tuple[
         for index, item in enumerate(value if repeated else [value]):
             path = f"{name}[{index}]" if repeated else name
             if field.message_type.full_name == _TIMESTAMP:
-                problem = timestamp_problem(item.seconds, item.nanos)
+                problem = timestamp_problem(item)
                 if problem:
                     yield path, problem
             else:

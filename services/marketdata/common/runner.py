@@ -143,10 +143,7 @@ def exit_quietly_on_closed_output() -> None:
 
 def database_connect_problem(url: str, exc: BaseException) -> str | None:
     """One line saying why PostgreSQL at url cannot be used, when exc is a refused or failed connection (not
-    there, a name that does not resolve, a malformed URL, a wrong role, password or database); None otherwise,
-    and for a write to a closed stdout or stderr (output_closed)."""
-    if output_closed(exc):
-        return None
+    there, a name that does not resolve, a malformed URL, a wrong role, password or database); None otherwise."""
     if isinstance(exc, asyncpg.PostgresError):
         refused = (exc.sqlstate or "").startswith(REFUSED_CONNECTION_STATES)
     else:

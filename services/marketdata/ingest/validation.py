@@ -148,7 +148,7 @@ def tick_errors(tick: market_pb2.Tick, rules_: TickRules, symbol_status: Callabl
     else:
         ts = tick.event_time
         seconds = ts.seconds + ts.nanos / 1e9
-        invalid = rules.timestamp_problem(ts.seconds, ts.nanos)  # nanos not normalised: storage refuses it
+        invalid = rules.timestamp_problem(ts)  # nanos not normalised: storage refuses it
         if invalid:
             errors.append(("event_time", invalid))
         elif ts.seconds < EVENT_TIME_MIN_SECONDS:

@@ -174,11 +174,6 @@ def _ceil_micro(ts: Timestamp) -> datetime:
         return INFINITY
 
 
-def _timestamp_problem(ts: Timestamp) -> str | None:
-    # The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31, nanos normalised.
-    return rules.timestamp_problem(ts.seconds, ts.nanos)
-
-
 def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) -> tuple[HistoryQuery | None,
                                                                                         FieldViolations]:
     """Validates a GetHistoryRequest; returns the query, or the violations naming each bad field."""
@@ -205,8 +200,8 @@ def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) 
     if order not in ORDERS:
         violations.add("order", "must be asc or desc")
     start, end = NEGATIVE_INFINITY, INFINITY
-    from_problem = _timestamp_problem(request.from_time) if has_from else None
-    to_problem = _timestamp_problem(request.to_time) if has_to else None
+    from_problem = rules.timestamp_problem(request.from_time) if has_from else None
+    to_problem = rules.timestamp_problem(request.to_time) if has_to else None
     # Proto names, as every field of a gRPC error is named; the edge renames them (from, to) for HTTP.
     if from_problem:
         violations.add("from_time", from_problem)

@@ -135,7 +135,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                         context: grpc.aio.ServicerContext) -> query_pb2.GetTickerResponse:
         symbols, window_size, length, violations = self._ticker_arguments(request.symbol, request.window_size,
                                                                           MAX_TICKER_SYMBOLS, "request")
-        await rules.check(request, also=violations).abort_if_any(context)
+        await violations.abort_if_any(context)
         assert length is not None
         return await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
 
@@ -145,7 +145,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                                                                           rules.MAX_WATCH_SYMBOLS, "stream")
         if not request.symbol:
             violations.add("symbol", "give at least one symbol")
-        await rules.check(request, also=violations).abort_if_any(context)
+        await violations.abort_if_any(context)
         assert length is not None
         first = await self._run(context, lambda deadline: self.history.ticker(symbols, window_size, length, deadline))
         try:

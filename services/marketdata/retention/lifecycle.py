@@ -166,34 +166,38 @@ class TableBusy(Exception):
         self.reason = reason
 
 
-async def _read_blocked_reason(conn: asyncpg.Connection, table: str, what: str) -> str:
+async def _holders(conn: asyncpg.Connection, sql: str, *args: object) -> list[asyncpg.Record]:
+    """The sessions holding the locks `sql` asks about, one row per session (none when they cannot be read)."""
     try:
-        holders = await conn.fetch(READ_BLOCKERS_SQL, table)
-    except asyncpg.PostgresError:  # the table gone meanwhile: say what is known
-        holders = []
+        rows = await conn.fetch(sql, *args)
+    except asyncpg.PostgresError:  # a relation gone meanwhile: the caller's reason is enough
+        return []
+    first: dict[int, asyncpg.Record] = {}
+    for row in rows:
+        first.setdefault(row["pid"], row)
+    return list(first.values())[:3]
+
+
+def _sessions(holders: list[asyncpg.Record]) -> str:
+    return "; ".join(f"pid {h['pid']}, {h['state'] or 'busy'} for {h['seconds']} s: {h['query']}" for h in holders)
+
+
+async def _read_blocked_reason(conn: asyncpg.Connection, table: str, what: str) -> str:
+    holders = await _holders(conn, READ_BLOCKERS_SQL, table)
     if not holders:
         return (f"{table} (or one of its partitions) was locked by another session for more than "
                 f"{READ_LOCK_TIMEOUT} while {what}")
-    first: dict[int, asyncpg.Record] = {}
-    for h in holders:
-        first.setdefault(h["pid"], h)
-    sessions = "; ".join(f"pid {h['pid']}, {h['state'] or 'busy'} for {h['seconds']} s: {h['query']}"
-                         for h in list(first.values())[:3])
-    return (f"{holders[0]['relation']} was locked (ACCESS EXCLUSIVE) by {sessions}; gave up {what} "
+    return (f"{holders[0]['relation']} was locked (ACCESS EXCLUSIVE) by {_sessions(holders)}; gave up {what} "
             f"after {READ_LOCK_TIMEOUT}")
 
 
 async def _read(conn: asyncpg.Connection, table: str, what: str, read: Callable[[], Awaitable[T]]) -> T:
-    """read() (queries of `table`) waiting at most READ_LOCK_TIMEOUT for each lock; TableBusy when one was not
-    free. In a transaction of its own (a savepoint when the caller is in one: its lock_timeout is restored)."""
-    previous = await conn.fetchval("SELECT current_setting('lock_timeout')") if conn.is_in_transaction() else None
+    """read() (queries of `table`, outside any transaction of the caller's) waiting at most READ_LOCK_TIMEOUT for
+    each lock; TableBusy when one was not free."""
     try:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = '{READ_LOCK_TIMEOUT}'")
-            result = await read()
-            if previous is not None:
-                await conn.execute("SELECT set_config('lock_timeout', $1, true)", previous)
-            return result
+            return await read()
     except asyncpg.LockNotAvailableError as exc:
         raise TableBusy(table, await _read_blocked_reason(conn, table, what)) from exc
 
@@ -280,14 +284,8 @@ async def _busy_reason(conn: asyncpg.Connection, exc: asyncpg.LockNotAvailableEr
     if getattr(exc, "marketdata_reason", None):
         return exc.marketdata_reason  # type: ignore[no-any-return]
     reason = f"a lock on {relations[-1]} was not free within {PARTITION_LOCK_TIMEOUT}"
-    try:
-        holders = await conn.fetch(LOCK_HOLDERS_SQL, relations)
-    except asyncpg.PostgresError:  # a relation gone meanwhile: the reason is enough
-        holders = []
-    if holders:
-        reason += " (held by " + "; ".join(
-            f"pid {h['pid']}, {h['state'] or 'busy'} for {h['seconds']} s: {h['query']}" for h in holders) + ")"
-    return reason
+    holders = await _holders(conn, LOCK_HOLDERS_SQL, relations)
+    return f"{reason} (held by {_sessions(holders)})" if holders else reason
 
 
 async def create(conn: asyncpg.Connection, table: str, lo: datetime, hi: datetime) -> bool:
@@ -422,11 +420,9 @@ async def default_rows(conn: asyncpg.Connection, settings: Settings, now: dateti
     older ones are counted through an index leading with the partition key if the partition has one, or else
     estimated from a sample of SAMPLE_PAGES pages (rows_estimated, older_estimated)."""
     out = []
-    days = retention_days(settings)
     for table in tables:
-        limit = now - timedelta(days=days[table]) if days[table] else None
         out.append(await _read(conn, table, f"counting the rows of {table}_default",
-                               functools.partial(_default_rows_of, conn, table, limit)))
+                               functools.partial(_default_rows_of, conn, table, horizon(settings, table, now))))
     return out
 
 
