@@ -18,6 +18,8 @@ from tests.support.processes import ServiceProcess
 from tests.support.stack import EdgeStack, Stack
 
 API_KEY = "test-key"
+# The gRPC metadata of a call with it.
+KEY = (("x-api-key", API_KEY),)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc, events_pb2
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, KEY
 from tests.support.processes import wait_for
 from tests.support.stack import Stack
 from tests.support.ticks import (TickSpec, assert_rollups_match, expected_minutes, make_ticks, publish, stored_minutes,
@@ -70,7 +70,6 @@ def test_aggregator_killed_mid_load_loses_nothing_and_counts_nothing_twice(start
     ingest = start_service("ingest", **isolated)
     aggregator = start_service("aggregator", **isolated)
     symbols = unique_symbols("K", 20)
-    from tests.conftest import API_KEY
     seed = Stack(ingest.env, ingest.log_path.parent, API_KEY, ingest, aggregator)
     seed.seed_symbols(*symbols)
     distinct = make_ticks(symbols, 50_000, seed=21)
@@ -136,9 +135,6 @@ def test_rebuild_recomputes_rollups_from_history(pipeline: Stack, database_url: 
     assert response.minutes_rebuilt == len(expected)
     assert response.ticks_scanned == len(ticks)
     assert_rollups_match(expected, *asyncio.run(stored_minutes(database_url, symbols)))
-
-
-KEY = (("x-api-key", API_KEY),)
 
 
 def test_rebuild_rejects_bad_ranges_and_unknown_symbols(pipeline: Stack) -> None:
@@ -208,4 +204,4 @@ def test_rebuild_takes_an_api_key_and_get_status_does_not(pipeline: Stack) -> No
         with pytest.raises(grpc.RpcError) as checked:  # with the key, the request itself is looked at
             stub.Rebuild(request, timeout=5, metadata=KEY)
         assert checked.value.code() == grpc.StatusCode.NOT_FOUND
-        assert stub.GetStatus(aggregator_pb2.GetStatusRequest(), timeout=5).ticks_committed >= 0
+        stub.GetStatus(aggregator_pb2.GetStatusRequest(), timeout=5)  # no key: answers, raises nothing

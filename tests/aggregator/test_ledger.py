@@ -14,7 +14,7 @@ import nats
 
 from marketdata.v1 import ingest_pb2, ingest_pb2_grpc
 from tests.aggregator.test_exactly_once import unique_symbols, wait_committed
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, KEY
 from tests.support.processes import wait_for
 from tests.support.stack import Stack
 from tests.support.ticks import TickSpec, batches, make_ticks, publish, renamed
@@ -61,7 +61,7 @@ def publish_retrying(address: str, items: list[TickSpec], acked: list[tuple[floa
             last = ""
             for _ in range(100):
                 try:
-                    stub.PublishTicks(request, metadata=(("x-api-key", API_KEY),), timeout=10)
+                    stub.PublishTicks(request, metadata=KEY, timeout=10)
                     break
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.UNAVAILABLE:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from marketdata.common.embedded import free_port
 from marketdata.common.errors import field_violations_of
 from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc, events_pb2, market_pb2
-from tests.conftest import API_KEY
+from tests.conftest import KEY
 from tests.aggregator.test_exactly_once import aggregator_status, history_count, unique_symbols, wait_committed
 from tests.support.processes import wait_for
 from tests.support.stack import Stack
@@ -140,7 +140,7 @@ def test_rebuild_requests_are_checked_by_the_proto_rules(pipeline: Stack) -> Non
     with grpc.insecure_channel(pipeline.aggregator.address) as channel:
         stub = aggregator_pb2_grpc.AggregatorServiceStub(channel)
         try:
-            stub.Rebuild(aggregator_pb2.RebuildRequest(symbol="A..B"), timeout=5, metadata=(("x-api-key", API_KEY),))
+            stub.Rebuild(aggregator_pb2.RebuildRequest(symbol="A..B"), timeout=5, metadata=KEY)
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert [field for field, _ in field_violations_of(error)] == ["symbol", "from_time", "to_time"]

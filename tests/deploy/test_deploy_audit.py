@@ -168,7 +168,7 @@ def test_service_account_annotations_and_existing_accounts(helm):
     assert "set serviceAccount.name" in render_fails(helm, "--set", API_KEY_SET, "--set", "serviceAccount.create=false")
 
 
-def test_extra_volumes_and_value_from_env(helm, kubernetes_validate_module):
+def test_extra_volumes_and_value_from_env(helm, kubernetes_validate):
     docs = render(helm, "--set", API_KEY_SET,
                   "--set", "services.query.extraVolumes[0].name=pg-ca",
                   "--set", "services.query.extraVolumes[0].secret.secretName=pg-ca",
@@ -199,7 +199,7 @@ def test_extra_volumes_and_value_from_env(helm, kubernetes_validate_module):
     assert ingest_env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"] == {"secretKeyRef": {"name": "otel", "key": "headers"}}
     for doc in docs:
         if pod_spec(doc) is not None:
-            kubernetes_validate_module.validate(doc, "1.30.0", strict=True)
+            kubernetes_validate.validate(doc, "1.30.0", strict=True)
     # The schema stays strict inside the new values.
     assert "schema" in render_fails(helm, "--set", API_KEY_SET,
                                     "--set", "services.query.env.X.valueFrom.secretRef.name=s")
@@ -208,12 +208,6 @@ def test_extra_volumes_and_value_from_env(helm, kubernetes_validate_module):
     assert "the name tmp is the chart's own" in render_fails(
         helm, "--set", API_KEY_SET, "--set", "services.query.extraVolumes[0].name=tmp",
         "--set", "services.query.extraVolumes[0].emptyDir.medium=Memory")
-
-
-@pytest.fixture(scope="module")
-def kubernetes_validate_module():
-    kv = pytest.importorskip("kubernetes_validate")
-    return kv
 
 
 # --- 4. long release names -------------------------------------------------------------------------------------

@@ -31,15 +31,6 @@ def schema_version(kubernetes_version: str) -> str:
     return f"{major}.{minor}.0"
 
 
-@pytest.fixture(scope="module")
-def kubernetes_validate():
-    try:
-        import kubernetes_validate as kv
-    except ImportError:
-        missing_tool("kubernetes-validate", "pip install kubernetes-validate (in the project's dev extras)")
-    return kv
-
-
 # Custom resources of operators the chart can target (CloudNativePG, Gateway API, Prometheus Operator, KEDA):
 # kubernetes-validate has only the built-in kinds; tests/deploy/test_deploy_production.py checks these.
 CUSTOM_RESOURCES = {

@@ -501,7 +501,7 @@ async def test_a_symbol_without_recent_trades_shows_stale(edge_stack, page, page
 
 
 async def test_bad_links_show_a_notice_and_a_valid_selection(edge_stack, page, page_errors):
-    symbol = await seeded_symbol(edge_stack, 500)
+    await seeded_symbol(edge_stack, 500)  # a symbol to fall back to
     await page.goto(f"{edge_stack.base_url}/?symbol=NOPEUSD&interval=bogus&tz=Mars/Olympus")
     notice = page.locator("[data-testid=notice]")
     await notice.wait_for(timeout=LOAD_TIMEOUT_MS)
@@ -664,15 +664,15 @@ async def test_favourites_by_keyboard(edge_stack, page, page_errors):
     # The documented key on the active row...
     await search.press("*")
     assert await search.input_value() == symbol
-    assert await star.get_attribute("aria-pressed") == "true"
+    await async_api.expect(star).to_have_attribute("aria-pressed", "true")
     assert await star.get_attribute("aria-label") == f"Favourite {symbol}"
     # ...and the star itself, one Tab away from the search.
     await search.press("Tab")
     assert await page.evaluate("() => document.activeElement.getAttribute('aria-label')") == f"Favourite {symbol}"
     await page.keyboard.press("Space")
-    assert await star.get_attribute("aria-pressed") == "false"
+    await async_api.expect(star).to_have_attribute("aria-pressed", "false")
     await page.keyboard.press("Enter")
-    assert await star.get_attribute("aria-pressed") == "true"
+    await async_api.expect(star).to_have_attribute("aria-pressed", "true")
     assert page_errors == []
 
 

@@ -107,7 +107,12 @@ def test_ndjson_takes_every_form_a_json_body_takes(edge_stack: EdgeStack, symbol
     assert response.status_code == 200 and response.json()["accepted"] == 4, response.text
     stored = httpx.get(f"{edge_stack.base_url}/api/v1/ticks/{symbol}/history", params={
         "view": "ticks", "from": an_hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ"), "limit": 10}).json()["ticks"]
-    assert {t["tradeId"]: t["eventTime"] for t in stored}[ticks[2]["tradeId"]] == an_hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
+    def instant(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    stored_at = {t["tradeId"]: instant(t["eventTime"]) for t in stored}
+    assert {t["tradeId"]: stored_at.get(t["tradeId"]) for t in ticks} == {t["tradeId"]: instant(t["eventTime"]) for t in ticks}
+    assert stored_at[ticks[3]["tradeId"]] == stored_at[ticks[2]["tradeId"]] == an_hour_ago
     old = httpx.post(f"{edge_stack.base_url}{TICKS}", content=ndjson([{**ticks[0], "eventTime": "1970-01-15T08:00:00-05:00"}]),
                      headers={"x-api-key": edge_stack.api_key, "content-type": "application/x-ndjson"})
     assert old.status_code == 400

@@ -15,7 +15,7 @@ import pytest
 from marketdata.common.embedded import EmbeddedNats, free_port
 from marketdata.common.errors import field_violations_of
 from marketdata.v1 import ingest_pb2, ingest_pb2_grpc, market_pb2
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, KEY
 from tests.support.processes import health_status, wait_for
 from tests.support.stack import Stack
 
@@ -34,9 +34,6 @@ def tick(symbol: str, trade_id: str = "", price: float = 100.0, size: float = 1.
 def stub_for(address: str) -> tuple[grpc.Channel, ingest_pb2_grpc.IngestServiceStub]:
     channel = grpc.insecure_channel(address)
     return channel, ingest_pb2_grpc.IngestServiceStub(channel)
-
-
-KEY = (("x-api-key", API_KEY),)
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +340,8 @@ def test_ticks_older_than_the_ticks_kept_are_refused(ingest, symbol: str) -> Non
     day = 86_400
     now = time.time()
     first_kept = -(-int(now - 30 * day) // day) * day
+    if int(now) // day != int(now + 30) // day:
+        pytest.skip("at a UTC midnight the first day kept moves while the test runs")
     with pytest.raises(grpc.RpcError) as refused:
         ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[tick(symbol, at=now), tick(symbol, at=first_kept - 1)]),
                             metadata=KEY, timeout=10)

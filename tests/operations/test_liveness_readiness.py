@@ -21,12 +21,9 @@ import pytest
 from marketdata.common.embedded import EmbeddedNats, EmbeddedPostgres
 from marketdata.common.grpc_server import LIVENESS_SERVICE
 from marketdata.v1 import ingest_pb2, ingest_pb2_grpc, market_pb2, query_pb2, query_pb2_grpc
-from tests.conftest import API_KEY
+from tests.conftest import KEY
 from tests.support.infra import create_database, embedded_postgres
 from tests.support.processes import SERVICE_NAMES, ServiceProcess, health_status, wait_for
-
-KEY = (("x-api-key", API_KEY),)
-
 
 @pytest.fixture
 def own_postgres() -> Iterator[EmbeddedPostgres]:

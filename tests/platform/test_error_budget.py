@@ -55,19 +55,20 @@ def test_a_few_violations_are_listed_whole_and_a_long_one_cut() -> None:
                               ("page_token", "x" * (errors.MAX_DESCRIPTION_CHARS - 1) + "…")]
 
 
-@pytest.mark.parametrize(("count", "field", "description"), [
-    (100, "items[{i}].symbol", f"'sym{{i}}usdt' is not a symbol: {rules.SYMBOL_RULE_TEXT}"),
-    (10_000, "items[{i}].price", "must be a finite number from 1e-12 to 1e+12, got 0.0"),
-    (300, "x" * 9000 + "[{i}]", "é✓\x00" * 9000),  # long, non-ASCII, control characters: all cut
-    (3, "f{i}", "\x01" * 5000),
+@pytest.mark.parametrize(("count", "field", "description", "summarised"), [
+    (100, "items[{i}].symbol", f"'sym{{i}}usdt' is not a symbol: {rules.SYMBOL_RULE_TEXT}", True),
+    (10_000, "items[{i}].price", "must be a finite number from 1e-12 to 1e+12, got 0.0", True),
+    (300, "x" * 9000 + "[{i}]", "é✓\x00" * 9000, True),  # long, non-ASCII, control characters: all cut
+    (3, "f{i}", "\x01" * 5000, False),  # three cut descriptions fit
 ])
-def test_many_or_long_violations_fit_the_budget(count: int, field: str, description: str) -> None:
+def test_many_or_long_violations_fit_the_budget(count: int, field: str, description: str, summarised: bool) -> None:
     violations = [(field.format(i=i), description.format(i=i)) for i in range(count)]
     status = invalid_argument_status(violations)
     assert trailer_bytes(status.message, status.SerializeToString()) <= errors.MAX_STATUS_BYTES
     assert message_bytes(status.message) <= errors.MAX_MESSAGE_BYTES
     *entries, last = listed(status)
-    if last[1].endswith("more problems not listed"):
+    assert last[1].endswith("more problems not listed") == summarised, last
+    if summarised:
         assert entries and last[1] == errors.not_listed(count - len(entries))
     else:
         entries.append(last)

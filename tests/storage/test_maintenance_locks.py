@@ -46,6 +46,20 @@ async def timed_count(url: str, table: str) -> float:
         await conn.close()
 
 
+async def waiting_for_a_lock(url: str, timeout: float = 5.0) -> None:
+    """Returns once a session of the database waits for a lock (polled every 10 ms, outside any transaction:
+    pg_stat_activity is a snapshot within one)."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = "
+                                      "current_database() AND wait_event_type = 'Lock')"):
+            assert time.monotonic() < deadline, "no session waited for a lock"
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+
+
 async def seed_expired(url: str, now: datetime) -> None:
     """Partitions reaching back 60 days of ticks, 12 days of audit, 20 months of minutes."""
     conn = await asyncpg.connect(url)
@@ -69,7 +83,7 @@ async def test_a_reader_does_not_make_partition_creation_stall_reads(own_databas
         # The days around FAR have no partition yet: this round must attach them to ticks_history, whose
         # DEFAULT partition the reader has locked. A read of the table meanwhile must not queue behind it.
         maintenance = asyncio.create_task(lifecycle.maintain(pool, NO_RETENTION, FAR))
-        await asyncio.sleep(0.1)
+        await waiting_for_a_lock(own_database)  # the read starts while the creation waits, not after
         read = asyncio.create_task(timed_count(own_database, "ticks_history"))
         # (Without a lock timeout both would wait for the reader, which ends after 6 s.)
         done, _ = await asyncio.wait({maintenance, read}, timeout=6)
