@@ -205,6 +205,40 @@ async def test_the_command_lists_what_it_could_not_drop_and_fails(own_database: 
         == expired
 
 
+async def test_a_listing_beside_a_round_dropping_partitions_succeeds(own_database: str) -> None:
+    """A listing waits for the drop in progress, then lists what is left. It used to read the partition being
+    dropped from its snapshot of before the drop (listing it without a size), or, as two `retention` commands
+    at once did in CI, fail reading its size ("could not open relation with OID"), again for each next
+    partition the other round dropped, until its retries ran out."""
+    now = datetime.now(timezone.utc)
+    await seed_expired(own_database, now)
+    dropper, lister = await asyncpg.connect(own_database), await asyncpg.connect(own_database)
+    try:
+        oldest = (await lifecycle.partitions(lister, "ticks_history"))[:lifecycle.LIST_ATTEMPTS + 3]
+
+        async def drop_slowly() -> None:  # as a round does, one partition per transaction, each taking a while
+            for partition in oldest:
+                async with dropper.transaction():
+                    await dropper.execute(lifecycle.TURN_LOCK_SQL, partition.table)
+                    await dropper.execute(f'ALTER TABLE ticks_history DETACH PARTITION "{partition.name}"')
+                    await dropper.execute(f'DROP TABLE "{partition.name}"')
+                    await asyncio.sleep(0.1)
+
+        dropping = asyncio.create_task(drop_slowly())
+        await asyncio.sleep(0.05)
+        listing = await lifecycle.partitions(lister, "ticks_history")
+        await dropping
+        # What the listing saw once the drop it met had ended: no partition already gone (without a size).
+        gone = [p.name for p in oldest if p.name not in {q.name for q in listing}]
+        assert gone and gone == [p.name for p in oldest[:len(gone)]], gone
+        assert all(p.bytes is not None for p in listing), [p for p in listing if p.bytes is None]
+        assert {p.name for p in await lifecycle.partitions(lister, "ticks_history")} == \
+            {p.name for p in listing} - {p.name for p in oldest}
+    finally:
+        await dropper.close()
+        await lister.close()
+
+
 async def test_two_commands_at_once_both_succeed(own_database: str) -> None:
     now = datetime.now(timezone.utc)
     await seed_expired(own_database, now)

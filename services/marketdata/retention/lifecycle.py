@@ -63,6 +63,9 @@ PARTITION_LOCK_TIMEOUT = "300ms"
 TURN_LOCK_TIMEOUT = "20s"
 # The advisory lock of ensure_partition() (migration 0004): one creation or drop per table at a time.
 TURN_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('marketdata partitions of ' || $1::text))"
+# A listing holds it shared: a drop that another round starts meanwhile would fail the listing's read of the
+# partition's size (and the next listing's, of the next partition that round drops).
+LIST_TURN_SQL = "SELECT pg_advisory_xact_lock_shared(hashtext('marketdata partitions of ' || $1::text))"
 
 # A DEFAULT partition of at most this many pages (8 kB) is counted exactly; a larger one without an index
 # leading with the partition key is estimated (pg_class.reltuples, and a sample of SAMPLE_PAGES pages).
@@ -185,8 +188,8 @@ def _sessions(holders: list[asyncpg.Record]) -> str:
 async def _read_blocked_reason(conn: asyncpg.Connection, table: str, what: str) -> str:
     holders = await _holders(conn, READ_BLOCKERS_SQL, table)
     if not holders:
-        return (f"{table} (or one of its partitions) was locked by another session for more than "
-                f"{READ_LOCK_TIMEOUT} while {what}")
+        return (f"{table} (or one of its partitions) was locked, or its partitions were being created or dropped, "
+                f"by another session for more than {READ_LOCK_TIMEOUT} while {what}")
     return (f"{holders[0]['relation']} was locked (ACCESS EXCLUSIVE) by {_sessions(holders)}; gave up {what} "
             f"after {READ_LOCK_TIMEOUT}")
 
@@ -209,17 +212,21 @@ def retention_days(settings: Settings) -> dict[str, int]:
             "ohlc_3m": settings.retention_minutes_days, "ohlc_5m": settings.retention_minutes_days}
 
 
+async def _list(conn: asyncpg.Connection, table: str) -> list[asyncpg.Record]:
+    await conn.execute(LIST_TURN_SQL, table)
+    return await conn.fetch(PARTITIONS_SQL, table)
+
+
 async def partitions(conn: asyncpg.Connection, table: str) -> list[Partition]:
     """The range partitions of table, oldest first. TableBusy when a lock another session holds on it (or on a
     partition, whose size is read) was not free within READ_LOCK_TIMEOUT."""
     for attempt in range(LIST_ATTEMPTS):
         try:
-            rows = await _read(conn, table, f"listing the partitions of {table}",
-                               lambda: conn.fetch(PARTITIONS_SQL, table))
+            rows = await _read(conn, table, f"listing the partitions of {table}", lambda: _list(conn, table))
             break
         except asyncpg.InternalServerError as exc:
-            # "could not open relation with OID n": a partition listed was dropped (by a concurrent round) before
-            # its size was read. The list of a moment later no longer has it.
+            # "could not open relation with OID n": a partition listed was dropped (by a session not taking turns,
+            # such as a DROP by hand) before its size was read. The list of a moment later no longer has it.
             if "could not open relation" not in str(exc) or attempt == LIST_ATTEMPTS - 1:
                 raise
     return [Partition(table, r["name"], r["lo"], r["hi"], r["bytes"]) for r in rows]
