@@ -133,7 +133,7 @@ def test_a_components_own_scheduling_replaces_the_chart_wide_one(helm):
     query = specs["Deployment/md-marketdata-query"]
     assert query["nodeSelector"] == {"pool": "query"} and query["priorityClassName"] == "query-critical"
     assert query["tolerations"] == [TAINT], "what the service does not set stays chart-wide"
-    job = specs["Job/md-marketdata-migrate-1"]
+    [job] = [spec for name, spec in specs.items() if name.startswith("Job/")]
     assert job["tolerations"] == [{"operator": "Exists"}] and job["nodeSelector"] == {"pool": "jobs"}
     nats = specs["StatefulSet/md-marketdata-nats"]
     assert list(nats["affinity"]) == ["podAntiAffinity"]
@@ -186,7 +186,8 @@ def test_extra_volumes_and_value_from_env(helm, kubernetes_validate):
                   "--set", "migrations.extraVolumeMounts[0].mountPath=/etc/pg-ca",
                   "--set", "migrations.env.PGSSLROOTCERT=/etc/pg-ca/ca.crt")
     specs = pods(docs)
-    for name in ("Deployment/md-marketdata-query", "Job/md-marketdata-migrate-1"):
+    [job] = [name for name in specs if name.startswith("Job/")]
+    for name in ("Deployment/md-marketdata-query", job):
         spec = specs[name]
         assert {"name": "pg-ca", "secret": {"secretName": "pg-ca"}} in spec["volumes"], name
         container = spec["containers"][0]
@@ -368,3 +369,26 @@ def test_migration_job_opts_out_of_sidecar_injection(helm):
     assert template["labels"]["sidecar.istio.io/inject"] == "false"
     [meshed] = find(render(helm, "--values", str(PRODUCTION), "--set", "migrations.disableMeshInjection=false"), "Job")
     assert "linkerd.io/inject" not in (meshed["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+# --- the migration Job's name under Argo CD ---------------------------------------------------------------------
+
+def test_migration_job_is_renamed_exactly_when_its_spec_changes(helm):
+    """Argo CD renders with `helm template`, where the release revision is always 1: a Job named by the revision
+    kept its name when the image changed, and applying a changed pod template to it (immutable) failed the sync.
+    Named by a hash of its spec, it is a new Job whenever the spec changes, and the same finished one otherwise."""
+    def job(*args: str) -> dict:
+        [found] = find(render(helm, "--set", API_KEY_SET, *args), "Job")
+        return found
+
+    first = job()
+    assert first["metadata"]["name"] == job()["metadata"]["name"], "two renders of the same values differ"
+    assert re.fullmatch(r"md-marketdata-migrate-[0-9a-f]{8}", first["metadata"]["name"])
+    for change in ("image.tag=0.2.0", "migrations.tolerations[0].operator=Exists", "migrations.waitSeconds=60"):
+        changed = job("--set", change)
+        assert changed["metadata"]["name"] != first["metadata"]["name"], change
+        assert changed["spec"] != first["spec"], change
+    assert job("--set", "services.query.replicaCount=3")["metadata"]["name"] == first["metadata"]["name"], \
+        "a change the Job does not see must not run it again"
+    # External database: a hook, deleted before each upgrade's, keeps its plain name.
+    assert job("--values", str(EXTERNAL_DB))["metadata"]["name"] == "md-marketdata-migrate"
