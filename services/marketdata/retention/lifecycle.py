@@ -218,8 +218,9 @@ async def _list(conn: asyncpg.Connection, table: str) -> list[asyncpg.Record]:
 
 
 async def partitions(conn: asyncpg.Connection, table: str) -> list[Partition]:
-    """The range partitions of table, oldest first. TableBusy when a lock another session holds on it (or on a
-    partition, whose size is read) was not free within READ_LOCK_TIMEOUT."""
+    """The range partitions of table, oldest first, once a creation or drop in progress ended. TableBusy when that
+    or a lock another session holds on the table (or on a partition, whose size is read) took longer than
+    READ_LOCK_TIMEOUT."""
     for attempt in range(LIST_ATTEMPTS):
         try:
             rows = await _read(conn, table, f"listing the partitions of {table}", lambda: _list(conn, table))
