@@ -165,6 +165,11 @@ def test_latest_and_history_views(edge_stack: EdgeStack, symbol: str) -> None:
     assert [t["tradeId"] for t in ranged] == [t["tradeId"] for t in ticks[3:]]
     limited = httpx.get(f"{base}/api/v1/ticks/{symbol}/history", params={"view": "ticks", "limit": 2}).json()
     assert [t["tradeId"] for t in limited["ticks"]] == [t["tradeId"] for t in ticks[-2:]]
+    # "+08:00" typed into a link arrives as " 08:00" (form encoding): the same zone as "%2B08:00".
+    typed = httpx.get(f"{base}/api/v1/ticks/{symbol}/history?interval=1h&timeZone=+08:00")
+    assert typed.status_code == 200, typed.text
+    assert typed.json() == httpx.get(f"{base}/api/v1/ticks/{symbol}/history",
+                                     params={"interval": "1h", "timeZone": "+08:00"}).json()
 
 
 # ---- errors: the real paths that produce 400 / 401 / 404 / 503 ----------------------------------------------------

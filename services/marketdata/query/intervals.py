@@ -96,7 +96,8 @@ def _iana_names() -> frozenset[str]:
 def parse_time_zone(text: str) -> TimeZone | None:
     if not text or text in ("UTC", "Z", "Etc/UTC"):
         return TimeZone("UTC", timezone.utc, "UTC", fixed=True)
-    match = OFFSET_PATTERN.match(text)
+    # An unencoded "+" in a query string arrives as a space (form encoding): "timeZone=+08:00" is "+08:00".
+    match = OFFSET_PATTERN.match("+" + text[1:] if text[:1] == " " else text)
     if match:
         sign, hours, minutes = match.groups()
         offset = timedelta(hours=int(hours), minutes=int(minutes)) * (1 if sign == "+" else -1)

@@ -9,6 +9,8 @@ describe("links", () => {
       notices: [],
     });
     expect(parseLocation("?interval=1M&tz=%2B08:00").selection).toMatchObject({ interval: "1M", zone: "+08:00" });
+    // Typed by hand, the "+" is not encoded and arrives as a space.
+    expect(parseLocation("?tz=+08:00")).toMatchObject({ selection: { zone: "+08:00" }, notices: [] });
   });
 
   it("answers a bad interval or zone with a notice and a valid choice", () => {

@@ -20,7 +20,8 @@ export function parseLocation(search: string): ParsedLocation {
   const params = new URLSearchParams(search);
   const notices: string[] = [];
   const interval = params.get("interval");
-  const zone = params.get("tz");
+  // A "+" typed into a link arrives as a space (form encoding): "?tz=+08:00" means "+08:00".
+  const zone = params.get("tz")?.replace(/^ (?=\d)/, "+") ?? null;
   // The API accepts any <n><unit>; the dashboard offers its named intervals.
   const offered = interval !== null && isInterval(interval) && INTERVAL_NAMES.includes(interval);
   if (interval !== null && !offered) {
