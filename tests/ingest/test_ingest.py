@@ -221,14 +221,21 @@ def test_retried_batch_and_repeated_ticks_are_reported_as_duplicates(ingest, sym
 
 def test_a_trade_id_reused_at_another_time_is_two_trades_in_one_batch_or_two(  # type: ignore[no-untyped-def]
         ingest, pipeline: Stack, database_url: str) -> None:
-    """Ingest counts duplicates by the key storage keeps them by (symbol, event time, trade id): what is stored
-    does not depend on how a producer cut its batches."""
+    """Ingest counts duplicates by the key storage keeps them by (symbol, event time to the microsecond, trade
+    id): what is stored does not depend on how a producer cut its batches."""
     together, apart = new_symbol("RT"), new_symbol("RA")
     pipeline.seed_symbols(together, apart)
     at = time.time() - 60
     first, later = tick(together, "reused", at=at), tick(together, "reused", price=101.0, at=at + 2)
-    reply = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[first, later, first]), metadata=KEY, timeout=10)
-    assert (reply.accepted, reply.duplicates) == (2, 1)
+    first.event_time.nanos = first.event_time.nanos // 1000 * 1000 + 1
+    # A nanosecond later is the same microsecond, all PostgreSQL keeps: the same tick to storage.
+    nanosecond_later = market_pb2.Tick()
+    nanosecond_later.CopyFrom(first)
+    nanosecond_later.event_time.nanos += 1
+    nanosecond_later.price = 99.0
+    reply = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[first, later, first, nanosecond_later]),
+                                metadata=KEY, timeout=10)
+    assert (reply.accepted, reply.duplicates) == (2, 2)
     for n, moment in enumerate((at, at + 2, at)):
         reply = ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=[
             tick(apart, "reused", price=100.0 + n % 2, at=moment)]), metadata=KEY, timeout=10)

@@ -71,7 +71,8 @@ def validate_ticks(
     now: float | None = None,
 ) -> tuple[ValidatedBatch, FieldViolations]:
     """Checks every tick; fills missing trade ids; groups by symbol and drops in-batch duplicates (same symbol,
-    event time and trade id: the key ticks_history deduplicates on, so a batch counts what storage keeps).
+    event time to the microsecond and trade id: the key ticks_history deduplicates on, so a batch counts what
+    storage keeps).
 
     symbol_status(symbol) is True for an active symbol, False for an inactive one, None for an unknown one.
     """
@@ -110,7 +111,7 @@ def validate_ticks(
             continue  # the batch is rejected anyway: keep looking for problems only
         if not tick.trade_id:
             tick.trade_id = derived_trade_id(tick)
-        key = (symbol, tick.event_time.seconds, tick.event_time.nanos, tick.trade_id)
+        key = (symbol, tick.event_time.seconds, tick.event_time.nanos // 1000, tick.trade_id)
         if key in seen:
             batch.duplicates += 1
             continue
@@ -220,7 +221,7 @@ def _valid_batch(ticks: Sequence[market_pb2.Tick], rules_: TickRules,
         if not trade_id:
             trade_id = derived_trade_id(tick)
             derived.append((tick, trade_id))
-        key = (symbol, seconds, nanos, trade_id)
+        key = (symbol, seconds, nanos // 1000, trade_id)  # storage keeps microseconds
         if key in seen:
             batch.duplicates += 1
             continue
