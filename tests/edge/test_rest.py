@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from marketdata.common import rules
 from marketdata.common.embedded import free_port
 from tests.edge.conftest import EdgeProcess, metrics, unique_symbol
 from tests.support.processes import ServiceProcess, wait_for
@@ -226,6 +227,11 @@ def test_other_validation_errors(edge_stack: EdgeStack, symbol: str) -> None:
     assert body["violations"][0]["field"] == "active"
     # A value only the service can judge: its INVALID_ARGUMENT passes through.
     problem(httpx.get(f"{base}/api/v1/ticks/{symbol}/history?view=weekly"), 400, "INVALID_ARGUMENT")
+    # An interval or a window the edge refuses reads as the query service words it over gRPC, not as a regex.
+    body = problem(httpx.get(f"{base}/api/v1/ticks/{symbol}/history?interval=7m"), 400, "INVALID_ARGUMENT")
+    assert [(v["field"], v["description"]) for v in body["violations"]] == [("interval", rules.INTERVAL_RULE)]
+    body = problem(httpx.get(f"{base}/api/v1/ticker/24hr?symbol={symbol}&windowSize=60m"), 400, "INVALID_ARGUMENT")
+    assert [(v["field"], v["description"]) for v in body["violations"]] == [("windowSize", rules.WINDOW_RULE)]
 
 
 def test_unknown_symbol_and_route_are_404(edge_stack: EdgeStack) -> None:

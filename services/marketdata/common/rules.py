@@ -8,7 +8,7 @@ compares its verdicts with protovalidate's).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import protovalidate
 from buf.validate import validate_pb2
@@ -49,6 +49,11 @@ MAX_BATCH_TICKS = field_rules(ingest_pb2.PublishTicksRequest.DESCRIPTOR, "items"
 
 _HISTORY = query_pb2.GetHistoryRequest.DESCRIPTOR
 HISTORY_MAX_LIMIT = field_rules(_HISTORY, "limit").uint32.lte
+# The words of the query service's own checks of GetHistory's interval and GetTicker's window_size (which the
+# patterns of their buf.validate rules express).
+INTERVAL_RULE = ("must be 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w or 1M, or <n>m / <n>h dividing "
+                 "a day, <n>d up to 31d, <n>w up to 52w, <n>M up to 12M")
+WINDOW_RULE = "must be <n>m (1 to 59), <n>h (1 to 23) or <n>d (1 to 7)"
 MAX_WATCH_SYMBOLS = field_rules(query_pb2.WatchTicksRequest.DESCRIPTOR, "symbols").repeated.max_items
 
 
@@ -85,6 +90,17 @@ def symbol_list_problem(value: str) -> str | None:
     if not all(parts):
         return f"{quoted(value)} has an empty symbol: separate symbols by single commas"
     return next((problem for problem in map(symbol_problem, parts) if problem), None)
+
+
+# A value breaking one of these patterns of the protos is described in the services' words, not by the regex:
+# over gRPC (protovalidate's violations) and over HTTP (the edge's check of the OpenAPI document, which has the
+# same patterns).
+PATTERN_PROBLEMS: dict[str, Callable[[str], str | None]] = {
+    _SYMBOL_RULES.pattern: symbol_problem,
+    SYMBOL_LIST_PATTERN: symbol_list_problem,
+    field_rules(_HISTORY, "interval").string.pattern: lambda value: INTERVAL_RULE,
+    field_rules(query_pb2.GetTickerRequest.DESCRIPTOR, "window_size").string.pattern: lambda value: WINDOW_RULE,
+}
 
 
 def timestamp_problem(ts: Timestamp) -> str | None:
@@ -139,10 +155,9 @@ def _description(proto: object, elements: Iterable[validate_pb2.FieldPathElement
         rules_ = field.GetOptions().Extensions[validate_pb2.field]
         pattern = (rules_.repeated.items.string.pattern if rules_.HasField("repeated")
                    else rules_.string.pattern)
-        if pattern == _SYMBOL_RULES.pattern:
-            return symbol_problem(value) or proto.message  # type: ignore[attr-defined]
-        if pattern == SYMBOL_LIST_PATTERN:
-            return symbol_list_problem(value) or proto.message  # type: ignore[attr-defined]
+        worded = PATTERN_PROBLEMS.get(pattern)
+        if worded is not None:
+            return worded(value) or proto.message  # type: ignore[attr-defined]
     return proto.message  # type: ignore[attr-defined]
 
 

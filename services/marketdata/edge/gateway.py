@@ -201,16 +201,12 @@ def _json_text(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-# Patterns whose values the services word their own way: a bad symbol reads the same over HTTP and gRPC.
-_WORDED = {rules.SYMBOL_PATTERN.pattern: rules.symbol_problem, rules.SYMBOL_LIST_PATTERN: rules.symbol_list_problem}
-
-
 def _message(error: ValidationError) -> str:
     """jsonschema's message, with the value it starts with in JSON terms (null, not Python's None) and cut short;
-    a symbol's as the services word it."""
+    a symbol's, an interval's or a window's as the services word it."""
     if error.validator == "type":
         return f"{_json_text(error.instance)} is not of type {error.validator_value!r}"
-    worded = _WORDED.get(error.schema.get("pattern")) if isinstance(error.schema, dict) else None
+    worded = rules.PATTERN_PROBLEMS.get(error.schema.get("pattern")) if isinstance(error.schema, dict) else None
     if worded is not None and isinstance(error.instance, str) and error.validator in ("pattern", "minLength",
                                                                                         "maxLength"):
         return worded(error.instance) or error.message

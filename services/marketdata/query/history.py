@@ -66,7 +66,6 @@ from marketdata.common import rules
 from marketdata.common.errors import FieldViolations
 from marketdata.query.intervals import (
     DAY_MINUTES,
-    INTERVAL_RULE,
     TIME_ZONE_RULE,
     Interval,
     TimeZone,
@@ -186,7 +185,7 @@ def parse_history_request(request: query_pb2.GetHistoryRequest, max_limit: int) 
         violations.add("view", f"must be one of {', '.join(VIEWS)}")
     interval = parse_interval(request.interval or DEFAULT_INTERVAL)
     if interval is None:
-        violations.add("interval", INTERVAL_RULE)
+        violations.add("interval", rules.INTERVAL_RULE)
     elif view != "ohlc1m" and interval.text != DEFAULT_INTERVAL:
         violations.add("interval", "only view=ohlc1m has intervals other than 1m")
     time_zone = parse_time_zone(request.time_zone)

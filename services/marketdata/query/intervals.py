@@ -72,10 +72,6 @@ def parse_interval(text: str) -> Interval | None:
     return interval
 
 
-INTERVAL_RULE = ("must be 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w or 1M, or <n>m / <n>h dividing "
-                 "a day, <n>d up to 31d, <n>w up to 52w, <n>M up to 12M")
-
-
 @dataclass(frozen=True)
 class TimeZone:
     """A zone as the client named it, its Python tzinfo, and the name PostgreSQL understands."""

@@ -21,7 +21,6 @@ from marketdata.query.ticker import (
     DEFAULT_WINDOW,
     MAX_TICKER_SYMBOLS,
     PUSH_SECONDS,
-    WINDOW_RULE,
     TickerFeed,
     parse_window,
 )
@@ -128,7 +127,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         window_size = window_size or DEFAULT_WINDOW
         length = parse_window(window_size)
         if length is None:
-            violations.add("window_size", WINDOW_RULE)
+            violations.add("window_size", rules.WINDOW_RULE)
         return symbols, window_size, length, violations
 
     async def GetTicker(self, request: query_pb2.GetTickerRequest,

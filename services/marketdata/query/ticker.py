@@ -32,7 +32,6 @@ UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW_PATTERN = re.compile(r"^([1-9][0-9]?)([mhd])$")
 WINDOW_LIMITS = {"m": 59, "h": 23, "d": 7}
-WINDOW_RULE = "must be <n>m (1 to 59), <n>h (1 to 23) or <n>d (1 to 7)"
 DEFAULT_WINDOW = "1d"
 MAX_TICKER_SYMBOLS = 1000
 MINUTE = timedelta(minutes=1)
