@@ -653,6 +653,30 @@ async def test_one_precision_per_symbol_and_full_names_in_the_watchlist(edge_sta
     assert page_errors == []
 
 
+async def test_a_symbols_decimals_do_not_depend_on_the_link(edge_stack, page, page_errors):
+    """A symbol at 95 for weeks and at 101 today: its decimals come from its 24h figures (101: 3 decimals), at
+    every interval. They came from the closes of the history loaded, which depend on the interval opened (the
+    audit saw 3 at 1m and 4 at 1d); here mostly 95, so 4 decimals for a price of 101.01."""
+    symbol = unique_symbol()
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await call(edge_stack.seed_symbol, symbol)
+        await post_ticks(client, edge_stack, [
+            {"symbol": symbol, "price": 95.0 + day / 100, "size": 1, "eventTime": rfc3339(now - timedelta(days=day)),
+             "tradeId": f"d-{day}"} for day in range(2, 22)] + [
+            {"symbol": symbol, "price": 101.0 + minute / 100, "size": 1,
+             "eventTime": rfc3339(now - timedelta(minutes=minute)), "tradeId": f"m-{minute}"} for minute in range(1, 11)])
+    shown = {}
+    for interval in ("1d", "1m", "1w"):
+        await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval={interval}")
+        await wait_for_selection(page, symbol, interval)
+        await page.wait_for_function("() => document.querySelector('[data-testid=last-price]').textContent !== '–'",
+                                     timeout=LOAD_TIMEOUT_MS)
+        shown[interval] = await page.text_content("[data-testid=last-price]")
+    assert set(shown.values()) == {"101.010"}, shown
+    assert page_errors == []
+
+
 async def test_favourites_by_keyboard(edge_stack, page, page_errors):
     symbol = await seeded_symbol(edge_stack, 2_300)
     await page.goto(f"{edge_stack.base_url}/?symbol={symbol}&interval=1m")

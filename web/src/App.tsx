@@ -85,14 +85,23 @@ export function App() {
     () => (symbol && ticker && ticker !== listedTicker ? new Map(board.tickers).set(symbol, ticker) : board.tickers),
     [board.tickers, symbol, ticker, listedTicker],
   );
-  // One number of decimals for every price of the symbol (header, legend, price scale, title), from its
-  // typical price: the closes of the history loaded (refetches only), else its 24h figures.
+  // One number of decimals for every price of the symbol (header, legend, price scale, title, its watchlist
+  // row), from its typical price: its 24h figures, as the watchlist's rows, the first time they are known (then
+  // kept while the page lives: neither a price moving past a power of ten nor another interval or zone changes
+  // them); until then, or without a trade in 24h, the closes of the history loaded (refetches only).
+  const dayPrecision = symbolPrecision([ticker?.last, ticker?.open, ticker?.high, ticker?.low]);
+  const keptPrecision = useRef(new Map<string, number>());
+  useEffect(() => {
+    if (symbol && dayPrecision !== null && !keptPrecision.current.has(symbol)) {
+      keptPrecision.current.set(symbol, dayPrecision);
+    }
+  }, [symbol, dayPrecision]);
   const historyPrecision = useMemo(
     () => (feed.book && feed.symbol === symbol ? symbolPrecision(feed.book.candles.map((c) => c.close)) : null),
     // Not on every live update (feed.book): only a (re)loaded history changes a symbol's decimals.
     [feed.resetId, feed.symbol, symbol],
   );
-  const precision = historyPrecision ?? symbolPrecision([ticker?.last, ticker?.open, ticker?.high, ticker?.low]);
+  const precision = (symbol ? keptPrecision.current.get(symbol) : undefined) ?? dayPrecision ?? historyPrecision;
   const lastCandle = feed.book?.candles.at(-1);
   // Without a trade in the 24h window, the newest bar tells when the symbol last traded (at the latest).
   const lastTradeTime = ticker?.lastTradeTime ?? lastCandle?.time ?? null;
