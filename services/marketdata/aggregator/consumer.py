@@ -217,14 +217,16 @@ class Aggregator:
         deadline = None if not batch else time.monotonic() + self.settings.batch_max_wait_ms / 1000
         while ticks < limit:
             if deadline is None:
-                timeout = 1.0  # nothing in hand: wait for the first message
+                # Nothing in hand: wait for the first message alone. A waiting pull for more (nats-py's fetch
+                # collects until the batch is full or the pull expires) held a lone tick for up to its 1 s.
+                timeout, wanted = 1.0, 1
             else:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 timeout = min(remaining, IDLE_POLL_SECONDS if committer_idle() else BUSY_POLL_SECONDS)
-            # Ask for about as many messages as the batch still has room for.
-            wanted = max(1, min(MAX_MESSAGES_PER_FETCH, -(-(limit - ticks) // max(1, self._ticks_per_message))))
+                # About as many messages as the batch still has room for.
+                wanted = max(1, min(MAX_MESSAGES_PER_FETCH, -(-(limit - ticks) // max(1, self._ticks_per_message))))
             try:
                 messages = await self._subscription.fetch(wanted, timeout=timeout)
             except (NatsTimeoutError, asyncio.TimeoutError):
