@@ -84,22 +84,22 @@ def prices(chunk: bytes) -> list[float]:
 
 
 async def test_subscriptions_are_shared_and_released_after_lingering() -> None:
-    feed, nats = make_feed()
+    feed, nats = make_feed(linger_seconds=0.5)  # far longer than a pause of the test's loop
     a, _ = await feed.open(["AAA", "BBB"])
     b, _ = await feed.open(["AAA"])
     assert sorted(s.subject for s in nats.subscriptions) == ["live.AAA", "live.BBB"]
     assert feed.nats_subscriptions == 2 and feed.stream_count == 2
     feed.remove(a)
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
     assert feed.nats_subscriptions == 2  # BBB lingers: a reconnecting client would find it
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.8)
     assert [s.subject for s in nats.subscriptions] == ["live.AAA"] and feed.nats_subscriptions == 1
     feed.remove(b)
     c, _ = await feed.open(["AAA"])  # back within the linger: the same subscription
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.8)
     assert [s.subject for s in nats.subscriptions] == ["live.AAA"]
     feed.remove(c)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.8)
     assert nats.subscriptions == [] and feed.nats_subscriptions == 0 and feed.stream_count == 0
 
 

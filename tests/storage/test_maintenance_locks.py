@@ -216,16 +216,19 @@ async def test_a_listing_beside_a_round_dropping_partitions_succeeds(own_databas
     try:
         oldest = (await lifecycle.partitions(lister, "ticks_history"))[:lifecycle.LIST_ATTEMPTS + 3]
 
+        first_dropped = asyncio.Event()
+
         async def drop_slowly() -> None:  # as a round does, one partition per transaction, each taking a while
             for partition in oldest:
                 async with dropper.transaction():
                     await dropper.execute(lifecycle.TURN_LOCK_SQL, partition.table)
                     await dropper.execute(f'ALTER TABLE ticks_history DETACH PARTITION "{partition.name}"')
                     await dropper.execute(f'DROP TABLE "{partition.name}"')
+                    first_dropped.set()
                     await asyncio.sleep(0.1)
 
         dropping = asyncio.create_task(drop_slowly())
-        await asyncio.sleep(0.05)
+        await first_dropped.wait()  # the listing starts while the first drop is in progress
         listing = await lifecycle.partitions(lister, "ticks_history")
         await dropping
         # What the listing saw once the drop it met had ended: no partition already gone (without a size).
