@@ -64,11 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                   + ", ohlc_15m, ohlc_30m, ohlc_1h, ohlc_2h, ohlc_4h, ohlc_6h and ohlc_1d for ever")
             if args.dry_run:
                 done = lifecycle.Round()
-                for table in lifecycle.PARTITIONED:
-                    try:
-                        done.dropped += await lifecycle.expired_of(conn, settings, table, now)
-                    except lifecycle.TableBusy as exc:
-                        done.skipped.append(lifecycle.Skipped(table, table, "list", exc.reason))
+                done.dropped = await lifecycle.expired(conn, settings, now, done)
                 verb = "would drop"
             else:
                 pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)

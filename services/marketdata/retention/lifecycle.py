@@ -239,16 +239,23 @@ def horizon(settings: Settings, table: str, now: datetime) -> datetime | None:
     return now - timedelta(days=days) if days else None
 
 
-async def expired_of(conn: asyncpg.Connection, settings: Settings, table: str, now: datetime) -> list[Partition]:
-    """The partitions of table whose whole range ends at or before its horizon (now - retention)."""
-    limit = horizon(settings, table, now)
-    return [] if limit is None else [p for p in await partitions(conn, table) if p.hi <= limit]
-
-
-async def expired(conn: asyncpg.Connection, settings: Settings, now: datetime) -> list[Partition]:
-    """The partitions whose whole range ends at or before their table's horizon (now - retention). TableBusy
-    when a table could not be listed (READ_LOCK_TIMEOUT)."""
-    return [p for table in PARTITIONED for p in await expired_of(conn, settings, table, now)]
+async def expired(conn: asyncpg.Connection, settings: Settings, now: datetime, result: Round | None = None,
+                  skip: Iterable[str] = ()) -> list[Partition]:
+    """The partitions whose whole range ends at or before their table's horizon (now - retention), of the tables
+    not in `skip`. A table that could not be listed (READ_LOCK_TIMEOUT) is added to result.skipped (action
+    "list"); without a result, TableBusy."""
+    found: list[Partition] = []
+    for table in PARTITIONED:
+        limit = horizon(settings, table, now)
+        if table in skip or limit is None:
+            continue
+        try:
+            found += [p for p in await partitions(conn, table) if p.hi <= limit]
+        except TableBusy as exc:
+            if result is None:
+                raise
+            result.skipped.append(Skipped(table, table, "list", exc.reason))
+    return found
 
 
 def first_kept(settings: Settings, table: str, now: datetime) -> datetime:
@@ -366,15 +373,7 @@ async def maintain(pool: asyncpg.Pool, settings: Settings, now: datetime) -> Rou
         await ensure_ahead(conn, settings, now, result)
         busy: dict[str, str] = {}
         unlisted = {s.table for s in result.skipped if s.action == "list"}  # not waited for twice in a round
-        due: list[Partition] = []
-        for table in PARTITIONED:
-            if table in unlisted:
-                continue
-            try:
-                due += await expired_of(conn, settings, table, now)
-            except TableBusy as exc:
-                result.skipped.append(Skipped(table, table, "list", exc.reason))
-        for partition in due:
+        for partition in await expired(conn, settings, now, result, skip=unlisted):
             if partition.table in busy:
                 result.skipped.append(Skipped(partition.table, partition.name, "drop", busy[partition.table]))
                 continue
