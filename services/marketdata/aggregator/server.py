@@ -74,8 +74,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServiceServicer):
             # Where ticks are gone, rebuilding would replace the stored candles with nothing.
             since, why = await self._ticks_kept_since()
             if since is not None and start < since:
-                violations.add("from_time", f"must be within the ticks kept: from {since:%Y-%m-%dT%H:%M:%S}Z on (the oldest "
-                                       f"partition of ticks_history, {why})")
+                violations.add("from_time", f"must be within the ticks kept: from {since:%Y-%m-%dT%H:%M:%S}Z on "
+                                            f"(the oldest partition of ticks_history, {why})")
                 await violations.abort_if_any(context)
             async with self.aggregator.pool.acquire() as conn, conn.transaction():
                 if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM symbols WHERE symbol = $1)", request.symbol):

@@ -189,16 +189,16 @@ def field_path(parts: Iterable[Any]) -> str:
     return out
 
 
-ECHO_CHARS = 64
+# Of a client's value quoted by the edge's own checks: enough for any timestamp (the services quote 24).
+PARAMETER_ECHO_CHARS = 64
 
 
 def _json_text(value: Any) -> str:
     """A value as JSON shows it (null, true, [1]), shortened; strings quoted as jsonschema quotes them, cut as
     the services cut the values they echo ('SSS…' (9000 characters)), though long enough for any timestamp."""
     if isinstance(value, str):
-        return quoted(value, ECHO_CHARS)
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
+        return quoted(value, PARAMETER_ECHO_CHARS)
+    return clipped(json.dumps(value, default=str), 80)
 
 
 def _message(error: ValidationError) -> str:
