@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -128,3 +129,23 @@ def pod_spec(doc: dict) -> dict | None:
 def load_yaml(path: Path):
     with path.open() as handle:
         return yaml.safe_load(handle)
+
+
+def template(helm: str, *args: str, release: str = "md") -> list[dict]:
+    """The documents `helm template` renders from the chart with args."""
+    result = run_helm(helm, "template", release, str(CHART), "--namespace", NAMESPACE, *args)
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def template_fails(helm: str, *args: str) -> str:
+    """helm's error when the chart refuses to render with args."""
+    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, *args, check=False)
+    assert result.returncode != 0, f"rendered with {args}"
+    return result.stderr
+
+
+def chart_minimum_kubernetes_version() -> str:
+    """The floor of Chart.yaml's kubeVersion (>=X.Y.Z-0)."""
+    match = re.fullmatch(r">=(\d+\.\d+\.\d+)-0", load_yaml(CHART / "Chart.yaml")["kubeVersion"])
+    assert match, "kubeVersion is a floor: >=X.Y.Z-0"
+    return match.group(1)

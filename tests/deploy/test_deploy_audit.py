@@ -13,23 +13,13 @@ import re
 import pytest
 import yaml
 
-from .deploy_helpers import API_KEY_SET, CHART, NAMESPACE, REPO, find, load_yaml, pod_spec, run_helm
+from .deploy_helpers import (API_KEY_SET, CHART, NAMESPACE, REPO, chart_minimum_kubernetes_version, find,
+                             load_yaml, pod_spec, run_helm, template, template_fails)
 
 EXTERNAL_DB = CHART / "ci" / "external-db-values.yaml"
 CNPG = CHART / "ci" / "cloudnativepg-values.yaml"
 PRODUCTION = CHART / "ci" / "production-values.yaml"
 APP = ("ingest", "aggregator", "query", "edge", "feeder")
-
-
-def render(helm, *args: str, release: str = "md") -> list[dict]:
-    result = run_helm(helm, "template", release, str(CHART), "--namespace", NAMESPACE, *args)
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
-
-
-def render_fails(helm, *args: str) -> str:
-    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, *args, check=False)
-    assert result.returncode != 0, f"rendered with {args}"
-    return result.stderr
 
 
 def pods(docs) -> dict[str, dict]:
@@ -43,22 +33,16 @@ def component_of(doc) -> str:
 
 # --- 1. Kubernetes versions ------------------------------------------------------------------------------------
 
-def minimum_kubernetes() -> str:
-    match = re.fullmatch(r">=(\d+\.\d+\.\d+)-0", load_yaml(CHART / "Chart.yaml")["kubeVersion"])
-    assert match, "kubeVersion is a floor: >=X.Y.Z-0"
-    return match.group(1)
-
-
 def test_kube_version_floor_is_the_one_of_the_presstop_sleep(helm):
     """lifecycle.preStop.sleep is on by default from 1.30: the chart refuses older clusters with helm's message."""
-    assert minimum_kubernetes() == "1.30.0"
-    stderr = render_fails(helm, "--set", API_KEY_SET, "--kube-version", "1.29.0")
+    assert chart_minimum_kubernetes_version() == "1.30.0"
+    stderr = template_fails(helm, "--set", API_KEY_SET, "--kube-version", "1.29.0")
     assert "chart requires kubeVersion: >=1.30.0-0 which is incompatible with Kubernetes v1.29.0" in stderr
-    assert render(helm, "--set", API_KEY_SET, "--kube-version", "1.30.0")
+    assert template(helm, "--set", API_KEY_SET, "--kube-version", "1.30.0")
 
 
 def test_docs_name_the_same_supported_versions():
-    floor = ".".join(minimum_kubernetes().split(".")[:2])
+    floor = ".".join(chart_minimum_kubernetes_version().split(".")[:2])
     for path in (REPO / "docs" / "kubernetes.md", REPO / "README.md"):
         text = path.read_text()
         assert f"Kubernetes {floor} or later" in text, path.name
@@ -69,7 +53,7 @@ def test_docs_name_the_same_supported_versions():
 
 @pytest.mark.parametrize("values", [(), ("--values", str(EXTERNAL_DB)), ("--values", str(CNPG))])
 def test_every_pod_gets_the_image_pull_secrets(helm, values):
-    docs = render(helm, "--set", API_KEY_SET, *values, "--set", "imagePullSecrets[0].name=regcred")
+    docs = template(helm, "--set", API_KEY_SET, *values, "--set", "imagePullSecrets[0].name=regcred")
     found = pods(docs)
     assert any(name.startswith("Pod/") for name in found), "the helm test pod is rendered"
     assert any(name.startswith("Job/") for name in found)
@@ -98,7 +82,7 @@ SCHEDULING = ("--set", "scheduling.nodeSelector.pool=marketdata",
 @pytest.mark.parametrize("values", [(), ("--values", str(EXTERNAL_DB))])
 def test_chart_wide_scheduling_reaches_every_pod(helm, values):
     """On a cluster whose nodes are all tainted every pod, the pre-install migration hook first, must tolerate it."""
-    docs = render(helm, "--set", API_KEY_SET, *values, *SCHEDULING)
+    docs = template(helm, "--set", API_KEY_SET, *values, *SCHEDULING)
     found = {d["kind"] + "/" + d["metadata"]["name"]: d for d in docs if pod_spec(d) is not None}
     kinds = {name.split("/")[0] for name in found}
     assert {"Deployment", "Job", "Pod"} <= kinds
@@ -122,7 +106,7 @@ def test_chart_wide_scheduling_reaches_every_pod(helm, values):
 
 
 def test_a_components_own_scheduling_replaces_the_chart_wide_one(helm):
-    docs = render(helm, "--set", API_KEY_SET, *SCHEDULING,
+    docs = template(helm, "--set", API_KEY_SET, *SCHEDULING,
                   "--set", "services.query.nodeSelector.pool=query",
                   "--set", "services.query.priorityClassName=query-critical",
                   "--set", "migrations.tolerations[0].operator=Exists",
@@ -143,7 +127,7 @@ def test_a_components_own_scheduling_replaces_the_chart_wide_one(helm):
 
 def test_service_account_annotations_and_existing_accounts(helm):
     irsa = "eks\\.amazonaws\\.com/role-arn"
-    docs = render(helm, "--set", API_KEY_SET, "--values", str(EXTERNAL_DB),
+    docs = template(helm, "--set", API_KEY_SET, "--values", str(EXTERNAL_DB),
                   "--set", f"serviceAccount.annotations.{irsa}=arn:aws:iam::1:role/md",
                   "--set", "services.query.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=q@p.iam",
                   "--set", "services.edge.serviceAccount.name=edge-existing")
@@ -158,18 +142,18 @@ def test_service_account_annotations_and_existing_accounts(helm):
     specs = pods(docs)
     assert specs["Deployment/md-marketdata-edge"]["serviceAccountName"] == "edge-existing"
 
-    shared = render(helm, "--set", API_KEY_SET, "--set", "serviceAccount.create=false",
+    shared = template(helm, "--set", API_KEY_SET, "--set", "serviceAccount.create=false",
                     "--set", "serviceAccount.name=marketdata-workload")
     names = {d["metadata"]["name"] for d in find(shared, "ServiceAccount")}
     assert names == {"md-marketdata-nats", "md-marketdata-postgresql"}, "only the infrastructure's remain"
     for name, spec in pods(shared).items():
         if name.startswith(("Deployment/", "Job/")):
             assert spec["serviceAccountName"] == "marketdata-workload", name
-    assert "set serviceAccount.name" in render_fails(helm, "--set", API_KEY_SET, "--set", "serviceAccount.create=false")
+    assert "set serviceAccount.name" in template_fails(helm, "--set", API_KEY_SET, "--set", "serviceAccount.create=false")
 
 
 def test_extra_volumes_and_value_from_env(helm, kubernetes_validate):
-    docs = render(helm, "--set", API_KEY_SET,
+    docs = template(helm, "--set", API_KEY_SET,
                   "--set", "services.query.extraVolumes[0].name=pg-ca",
                   "--set", "services.query.extraVolumes[0].secret.secretName=pg-ca",
                   "--set", "services.query.extraVolumeMounts[0].name=pg-ca",
@@ -202,11 +186,11 @@ def test_extra_volumes_and_value_from_env(helm, kubernetes_validate):
         if pod_spec(doc) is not None:
             kubernetes_validate.validate(doc, "1.30.0", strict=True)
     # The schema stays strict inside the new values.
-    assert "schema" in render_fails(helm, "--set", API_KEY_SET,
+    assert "schema" in template_fails(helm, "--set", API_KEY_SET,
                                     "--set", "services.query.env.X.valueFrom.secretRef.name=s")
-    assert "schema" in render_fails(helm, "--set", API_KEY_SET, "--set", "services.query.extraVolumes[0].name=v",
+    assert "schema" in template_fails(helm, "--set", API_KEY_SET, "--set", "services.query.extraVolumes[0].name=v",
                                     "--set", "services.query.extraVolumes[0].secrte.secretName=s")
-    assert "the name tmp is the chart's own" in render_fails(
+    assert "the name tmp is the chart's own" in template_fails(
         helm, "--set", API_KEY_SET, "--set", "services.query.extraVolumes[0].name=tmp",
         "--set", "services.query.extraVolumes[0].emptyDir.medium=Memory")
 
@@ -226,7 +210,7 @@ def _names(docs) -> set[tuple[str, str]]:
 @pytest.mark.parametrize("values", [(), ("--values", str(CNPG)), ("--values", str(EXTERNAL_DB))])
 def test_long_release_names_give_valid_distinct_names(helm, values):
     assert all(len(r) == 52 for r in LONG_RELEASES)
-    rendered = [render(helm, "--set", API_KEY_SET, *values, release=r) for r in LONG_RELEASES]
+    rendered = [template(helm, "--set", API_KEY_SET, *values, release=r) for r in LONG_RELEASES]
     for docs in rendered:
         services = {d["metadata"]["name"] for d in find(docs, "Service")}
         for doc in docs:
@@ -307,11 +291,11 @@ def budget_from_objects(docs) -> int:
 
 def test_connection_budget_counts_the_rollout_surge(helm):
     # 2 x 4 + 2 x 10 + 1 x 4 + 1 = 33 without the surge, 51 with it: above 50 - 3.
-    stderr = render_fails(helm, "--set", API_KEY_SET, "--set", "postgresql.maxConnections=50")
+    stderr = template_fails(helm, "--set", API_KEY_SET, "--set", "postgresql.maxConnections=50")
     assert "PostgreSQL connection budget exceeded" in stderr and "= 51 connections" in stderr
     assert "query 3 pods (2 + 1 surge) x 10" in stderr
-    assert budget_from_objects(render(helm, "--set", API_KEY_SET)) == 51
-    production = render(helm, "--values", str(PRODUCTION))
+    assert budget_from_objects(template(helm, "--set", API_KEY_SET)) == 51
+    production = template(helm, "--values", str(PRODUCTION))
     assert budget_from_objects(production) == 185 <= load_yaml(PRODUCTION)["postgresql"]["maxConnections"] - 3
     docs = (REPO / "docs" / "kubernetes.md").read_text()
     assert "3 × 4 + 3 × 10 + 2 × 4 + 1 = 51" in docs
@@ -327,16 +311,16 @@ def test_extra_env_overrides_the_chart_key_once(helm):
     assert result.stdout.count("LOG_LEVEL:") == 1, result.stdout
     data = yaml.safe_load(result.stdout)["data"]
     assert data["LOG_LEVEL"] == "debug" and data["OTEL_SERVICE_NAME"] == "md"
-    stderr = render_fails(helm, "--set", API_KEY_SET, "--set", "config.extraEnv.MD_STREAM=OTHER")
+    stderr = template_fails(helm, "--set", API_KEY_SET, "--set", "config.extraEnv.MD_STREAM=OTHER")
     assert "config.extraEnv.MD_STREAM: the chart sets MD_STREAM itself; set config.stream instead" in stderr
 
 
 def test_service_env_cannot_bypass_the_budget_or_duplicate_chart_entries(helm):
-    stderr = render_fails(helm, "--set", API_KEY_SET, "--set", "services.query.env.DB_POOL_SIZE=50")
+    stderr = template_fails(helm, "--set", API_KEY_SET, "--set", "services.query.env.DB_POOL_SIZE=50")
     assert "services.query.env.DB_POOL_SIZE: the chart sets DB_POOL_SIZE itself; set services.query.dbPoolSize" in stderr
-    stderr = render_fails(helm, "--set", API_KEY_SET, "--set", "services.ingest.env.NATS_URL=nats://elsewhere:4222")
+    stderr = template_fails(helm, "--set", API_KEY_SET, "--set", "services.ingest.env.NATS_URL=nats://elsewhere:4222")
     assert "externalNats.url or externalNats.existingSecret" in stderr
-    docs = render(helm, "--set", API_KEY_SET, "--set", "services.query.env.LOG_LEVEL=debug")
+    docs = template(helm, "--set", API_KEY_SET, "--set", "services.query.env.LOG_LEVEL=debug")
     [query] = find(docs, "Deployment", "md-marketdata-query")
     names = [e["name"] for e in query["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert len(names) == len(set(names)), names
@@ -349,25 +333,25 @@ def test_service_env_cannot_bypass_the_budget_or_duplicate_chart_entries(helm):
 def test_keda_watches_the_consumer_the_aggregator_uses(helm):
     from marketdata.common.config import load_settings
 
-    docs = render(helm, "--values", str(CNPG), "--set", "config.consumer=candles-eu")
+    docs = template(helm, "--values", str(CNPG), "--set", "config.consumer=candles-eu")
     [config] = find(docs, "ConfigMap", "md-marketdata")
     settings = load_settings(config["data"])
     assert settings.consumer == "candles-eu"
     [scaled] = find(docs, "ScaledObject")
     assert scaled["spec"]["triggers"][0]["metadata"]["consumer"] == settings.consumer
-    stderr = render_fails(helm, "--values", str(CNPG), "--set", "services.aggregator.env.MD_CONSUMER=x")
+    stderr = template_fails(helm, "--values", str(CNPG), "--set", "services.aggregator.env.MD_CONSUMER=x")
     assert "set config.consumer instead" in stderr
 
 
 # --- migration Job under a mesh --------------------------------------------------------------------------------
 
 def test_migration_job_opts_out_of_sidecar_injection(helm):
-    [job] = find(render(helm, "--values", str(PRODUCTION)), "Job")
-    template = job["spec"]["template"]["metadata"]
-    assert template["annotations"]["linkerd.io/inject"] == "disabled"
-    assert template["annotations"]["sidecar.istio.io/inject"] == "false"
-    assert template["labels"]["sidecar.istio.io/inject"] == "false"
-    [meshed] = find(render(helm, "--values", str(PRODUCTION), "--set", "migrations.disableMeshInjection=false"), "Job")
+    [job] = find(template(helm, "--values", str(PRODUCTION)), "Job")
+    pod = job["spec"]["template"]["metadata"]
+    assert pod["annotations"]["linkerd.io/inject"] == "disabled"
+    assert pod["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert pod["labels"]["sidecar.istio.io/inject"] == "false"
+    [meshed] = find(template(helm, "--values", str(PRODUCTION), "--set", "migrations.disableMeshInjection=false"), "Job")
     assert "linkerd.io/inject" not in (meshed["spec"]["template"]["metadata"].get("annotations") or {})
 
 
@@ -378,7 +362,7 @@ def test_migration_job_is_renamed_exactly_when_its_spec_changes(helm):
     kept its name when the image changed, and applying a changed pod template to it (immutable) failed the sync.
     Named by a hash of its spec, it is a new Job whenever the spec changes, and the same finished one otherwise."""
     def job(*args: str) -> dict:
-        [found] = find(render(helm, "--set", API_KEY_SET, *args), "Job")
+        [found] = find(template(helm, "--set", API_KEY_SET, *args), "Job")
         return found
 
     first = job()

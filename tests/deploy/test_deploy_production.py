@@ -10,6 +10,7 @@ import re
 import pytest
 import yaml
 
+from . import deploy_helpers
 from .deploy_helpers import API_KEY_SET, CHART, NAMESPACE, REPO, find, load_yaml, run_helm
 
 APP = ("ingest", "aggregator", "query", "edge", "feeder")
@@ -17,15 +18,11 @@ MIB = 1 << 20
 
 
 def template(helm, *args: str) -> list[dict]:
-    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, "--set", API_KEY_SET, *args)
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+    return deploy_helpers.template(helm, "--set", API_KEY_SET, *args)
 
 
 def template_fails(helm, *args: str) -> str:
-    result = run_helm(helm, "template", "md", str(CHART), "--namespace", NAMESPACE, "--set", API_KEY_SET, *args,
-                      check=False)
-    assert result.returncode != 0, f"rendered with {args}"
-    return result.stderr
+    return deploy_helpers.template_fails(helm, "--set", API_KEY_SET, *args)
 
 
 def deployment(docs, component):

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from .deploy_helpers import (CHART, KIND_CONFIG, NAMESPACE, REPO, SCENARIOS, load_yaml, missing_tool, render_text,
+from .deploy_helpers import (CHART, chart_minimum_kubernetes_version, KIND_CONFIG, NAMESPACE, REPO, SCENARIOS, load_yaml, missing_tool, render_text,
                              run_helm)
 
 
@@ -42,13 +42,6 @@ CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("keda.sh/v1alpha1", "ScaledObject"),
 }
-
-
-def chart_minimum_kubernetes_version() -> str:
-    """The floor of Chart.yaml's kubeVersion (>=X.Y.Z-0)."""
-    match = re.fullmatch(r">=(\d+\.\d+\.\d+)-0", load_yaml(CHART / "Chart.yaml")["kubeVersion"])
-    assert match, "kubeVersion is a floor: >=X.Y.Z-0"
-    return match.group(1)
 
 
 # Both ends of what the chart supports: the kind node's version and the oldest Chart.yaml allows (rendered

@@ -75,7 +75,8 @@ def test_the_edges_own_checks_keep_to_the_error_budget(edge_stack: EdgeStack) ->
         violations = response.json()["violations"]
         assert violations[-1]["description"].endswith("more problems not listed"), violations[-1]
         assert len(response.json()["detail"]) <= 1024
-    response = httpx.post(f"{edge_stack.base_url}{TICKS}", headers={"x-api-key": edge_stack.api_key}, json=unknown)
+    response = httpx.post(f"{edge_stack.base_url}{TICKS}", headers={"x-api-key": edge_stack.api_key}, json=unknown,
+                          timeout=10)
     assert [v["description"] for v in problem(response, 400, "INVALID_ARGUMENT")["violations"]] == [
         "'items' is a required property", "unknown field 'x0'"]
     assert len(response.content) < 1024, len(response.content)

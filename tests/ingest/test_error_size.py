@@ -5,18 +5,16 @@ turned it into RESOURCE_EXHAUSTED without details). And a tick whose event time 
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 import grpc
 import pytest
 
 from marketdata.common import rules
 from marketdata.common.errors import field_violations_of
-from marketdata.v1 import aggregator_pb2, aggregator_pb2_grpc, ingest_pb2, ingest_pb2_grpc, market_pb2
-from tests.ingest.test_ingest import KEY, ingest, new_symbol, symbol, tick  # noqa: F401 - fixtures
+from marketdata.v1 import ingest_pb2, ingest_pb2_grpc, market_pb2
+from tests.aggregator.test_exactly_once import aggregator_status, wait_committed
+from tests.conftest import KEY
+from tests.ingest.test_ingest import ingest, new_symbol, symbol, tick  # noqa: F401 - fixtures
 from tests.platform.test_error_budget import assert_fits
-from tests.support.processes import wait_for
 from tests.support.stack import Stack
 
 Stub = ingest_pb2_grpc.IngestServiceStub
@@ -72,20 +70,6 @@ def test_upserting_100_bad_symbols_is_named_in_the_words_of_every_rpc(ingest: St
 
 # --- event times that are not valid Timestamps ---------------------------------------------------------------
 
-async def stored(database_url: str, symbol: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetchval("SELECT count(*) FROM ticks_history WHERE symbol = $1", symbol)
-    finally:
-        await conn.close()
-
-
-def dead_lettered(pipeline: Stack) -> int:
-    with grpc.insecure_channel(pipeline.aggregator.address) as channel:
-        stub = aggregator_pb2_grpc.AggregatorServiceStub(channel)
-        return stub.GetStatus(aggregator_pb2.GetStatusRequest(), timeout=10).dead_lettered
-
-
 @pytest.mark.parametrize(("seconds", "nanos"), [(0, -1), (1_700_000_000, -1), (1_700_000_000, 1_999_999_999),
                                                 (1_700_000_000, 1_000_000_000)])
 def test_an_event_time_with_nanos_out_of_range_rejects_the_batch_whole(pipeline: Stack, ingest: Stub,
@@ -93,7 +77,7 @@ def test_an_event_time_with_nanos_out_of_range_rejects_the_batch_whole(pipeline:
                                                                        nanos: int) -> None:
     name = new_symbol("N")
     pipeline.seed_symbols(name)
-    letters_before = dead_lettered(pipeline)
+    letters_before = aggregator_status(pipeline.aggregator.address).dead_lettered
     items = [tick(name, f"good-{k}") for k in range(10)]
     bad = tick(name, "bad")
     bad.event_time.seconds, bad.event_time.nanos = seconds, nanos
@@ -106,6 +90,5 @@ def test_an_event_time_with_nanos_out_of_range_rejects_the_batch_whole(pipeline:
     # Nothing of the batch is stored or dead-lettered: a later good batch is all the symbol has.
     later = [tick(name, f"later-{k}") for k in range(3)]
     assert ingest.PublishTicks(ingest_pb2.PublishTicksRequest(items=later), metadata=KEY, timeout=10).accepted == 3
-    wait_for(lambda: asyncio.run(stored(database_url, name)) >= 3, 30, message="the later batch committed")
-    assert asyncio.run(stored(database_url, name)) == 3
-    assert dead_lettered(pipeline) == letters_before
+    wait_committed(database_url, [name], 3)
+    assert aggregator_status(pipeline.aggregator.address).dead_lettered == letters_before

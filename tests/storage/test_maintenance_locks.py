@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -18,11 +15,11 @@ import pytest
 from marketdata.common.config import load_settings
 from marketdata.common.database import create_pool
 from marketdata.retention import lifecycle
+from tests.storage.test_retention import POLICY, retention_cli
 
 # Retention off, one day ahead: the clock of the lock test is years ahead of the partitions of the real today.
 NO_RETENTION = load_settings({"PARTITIONS_AHEAD_DAYS": "1", "RETENTION_RAW_DAYS": "0", "RETENTION_TICKS_DAYS": "0",
                               "RETENTION_MINUTES_DAYS": "0"})
-POLICY = {"RETENTION_RAW_DAYS": "2", "RETENTION_TICKS_DAYS": "30", "RETENTION_MINUTES_DAYS": "400"}
 RETENTION = load_settings(POLICY)
 FAR = datetime(2033, 3, 10, 12, tzinfo=timezone.utc)
 
@@ -168,12 +165,6 @@ async def test_a_busy_table_is_one_warning_per_round(own_database: str, caplog) 
     finally:
         await reader.close()
         await pool.close()
-
-
-def retention_cli(database_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **POLICY, "DATABASE_URL": database_url, "LOG_FORMAT": "text"}
-    return subprocess.run([sys.executable, "-m", "marketdata", "retention", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 async def test_the_command_lists_what_it_could_not_drop_and_fails(own_database: str) -> None:

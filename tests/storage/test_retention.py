@@ -4,9 +4,7 @@ tiers from 15 minutes up, and refuses settings that would drop minutes their tic
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
@@ -15,16 +13,20 @@ import pytest
 from marketdata.aggregator import rollup
 from marketdata.common.config import SettingsError, load_settings
 from marketdata.retention import lifecycle
+from tests.operations.test_operator_messages import marketdata
 
 POLICY = {"RETENTION_RAW_DAYS": "2", "RETENTION_TICKS_DAYS": "30", "RETENTION_MINUTES_DAYS": "400"}
 
 
-def retention_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **POLICY, "DATABASE_URL": database_url, "LOG_FORMAT": "text"}
-    result = subprocess.run([sys.executable, "-m", "marketdata", "retention", *args], env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result
+def retention_cli(database_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`marketdata retention ARGS` on database_url, with POLICY."""
+    return marketdata("retention", *args, timeout=timeout, DATABASE_URL=database_url, LOG_FORMAT="text", **POLICY)
+
+
+def retention_output(database_url: str, *args: str) -> str:
+    result = retention_cli(database_url, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 async def seed(database_url: str, now: datetime) -> None:
@@ -90,12 +92,12 @@ def test_dry_run_lists_and_retention_drops_exactly_the_expired_partitions(own_da
     expired = expected_expired(before["partitions"], now)
     assert len(expired) >= 8 + 2 + 4 * 6, sorted(expired)  # ticks 40 → 30 days, audit 5 → 2, minutes 20 → 13 months
 
-    listing = retention_cli(own_database, "--dry-run").stdout
+    listing = retention_output(own_database, "--dry-run")
     listed = {line.split()[2] for line in listing.splitlines() if line.startswith("would drop ") and "_p" in line}
     assert listed == expired
     assert asyncio.run(state(own_database)) == before  # a dry run changes nothing
 
-    retention_cli(own_database)
+    retention_output(own_database)
     after = asyncio.run(state(own_database))
     for table, names in before["partitions"].items():
         # (a round also makes partitions ahead: none are new here unless the day turned meanwhile)
@@ -108,7 +110,7 @@ def test_dry_run_lists_and_retention_drops_exactly_the_expired_partitions(own_da
     assert all(rows[tier] == before["rows"][tier] for tier in kept_for_ever) and len(kept_for_ever) == 7
     assert all(0 < rows[table] < before["rows"][table] for table in ("ohlc_1m", "ohlc_3m", "ohlc_5m"))
 
-    again = retention_cli(own_database, "--dry-run").stdout
+    again = retention_output(own_database, "--dry-run")
     assert "would drop 0 partition(s)" in again
 
 
